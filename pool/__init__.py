@@ -1,0 +1,24 @@
+"""Block-pool bookkeeping for a paged KV cache: ids, owners, counts, token ranges.
+
+No tensors live here; the engine turns these records into arrays.
+"""
+
+from __future__ import annotations
+
+from pool.agent_blocks import AgentBlocks
+from pool.block import Block
+from pool.block_pool import BlockPool
+from pool.errors import PoolExhausted, UnsupportedCacheError
+from pool.snapshot import BlockInfo, PoolSnapshot
+from pool.spec import ModelCacheSpec
+
+__all__ = [
+    "AgentBlocks",
+    "Block",
+    "BlockInfo",
+    "BlockPool",
+    "ModelCacheSpec",
+    "PoolExhausted",
+    "PoolSnapshot",
+    "UnsupportedCacheError",
+]

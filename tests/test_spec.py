@@ -1,0 +1,264 @@
+"""ModelCacheSpec: validation, sizes, per-layer block counts, from_model."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from mlx.utils import tree_map_with_path
+from mlx_lm.models import gemma3_text, llama, qwen2
+from mlx_lm.models.cache import ArraysCache, KVCache, QuantizedKVCache, RotatingKVCache
+
+from pool import ModelCacheSpec, UnsupportedCacheError
+
+
+def make_spec(**overrides: object) -> ModelCacheSpec:
+    fields: dict[str, object] = dict(
+        n_layers=4,
+        n_kv_heads=2,
+        head_dim=8,
+        dtype="float16",
+        block_tokens=256,
+        layer_types=("sliding", "sliding", "sliding", "global"),
+        sliding_window=512,
+    )
+    fields.update(overrides)
+    return ModelCacheSpec(**fields)
+
+
+# -- validation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["n_layers", "n_kv_heads", "head_dim", "block_tokens"])
+@pytest.mark.parametrize("bad", [0, -3])
+def test_non_positive_ints_rejected(name: str, bad: int) -> None:
+    with pytest.raises(ValueError, match=name):
+        make_spec(**{name: bad})
+
+
+def test_float_int_rejected() -> None:
+    with pytest.raises(ValueError, match="head_dim"):
+        make_spec(head_dim=8.5)
+
+
+def test_layer_types_length_must_match() -> None:
+    with pytest.raises(ValueError, match="layer_types has 3 entries but n_layers is 4"):
+        make_spec(layer_types=("global",) * 3)
+
+
+def test_unknown_layer_type_rejected() -> None:
+    with pytest.raises(ValueError, match="layer_types"):
+        make_spec(layer_types=("global", "local", "global", "global"))
+
+
+def test_sliding_layers_need_window() -> None:
+    with pytest.raises(ValueError, match=r"sliding_window is required: layers \[0, 1, 2\]"):
+        make_spec(sliding_window=None)
+
+
+def test_window_without_sliding_layers_rejected() -> None:
+    with pytest.raises(ValueError, match="sliding_window=512 given but no layer is sliding"):
+        make_spec(layer_types=("global",) * 4)
+
+
+def test_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="sliding_window"):
+        make_spec(sliding_window=0)
+
+
+def test_unknown_dtype_rejected() -> None:
+    with pytest.raises(ValueError, match="unsupported dtype 'int8'"):
+        make_spec(dtype="int8")
+
+
+def test_frozen() -> None:
+    spec = make_spec()
+    with pytest.raises(ValueError):
+        spec.n_layers = 5  # type: ignore[misc]
+
+
+def test_list_layer_types_become_tuple() -> None:
+    spec = make_spec(layer_types=["global"] * 4, sliding_window=None)
+    assert spec.layer_types == ("global",) * 4
+
+
+# -- sizes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "itemsize"), [("float32", 4), ("float16", 2), ("bfloat16", 2)])
+def test_bytes_per_block(dtype: str, itemsize: int) -> None:
+    spec = make_spec(dtype=dtype, n_kv_heads=4, head_dim=64, block_tokens=128)
+    assert spec.itemsize == itemsize
+    assert spec.bytes_per_block == 2 * 4 * 64 * 128 * itemsize
+
+
+def test_layer_id_groups() -> None:
+    spec = make_spec()
+    assert spec.global_layer_ids == (3,)
+    assert spec.sliding_layer_ids == (0, 1, 2)
+    assert [spec.is_sliding(i) for i in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("layer_id", [-1, 4])
+def test_layer_id_out_of_range(layer_id: int) -> None:
+    with pytest.raises(ValueError, match=rf"layer_id {layer_id} outside \[0, 4\)"):
+        make_spec().is_sliding(layer_id)
+
+
+@pytest.mark.parametrize(
+    ("num_tokens", "global_blocks", "sliding_blocks"),
+    [(0, 0, 0), (1, 1, 1), (256, 1, 1), (257, 2, 2), (512, 2, 2), (513, 3, 2), (10_000, 40, 2)],
+)
+def test_max_blocks_for_layer(num_tokens: int, global_blocks: int, sliding_blocks: int) -> None:
+    spec = make_spec()  # window 512 = 2 blocks of 256
+    assert spec.max_blocks_for_layer(3, num_tokens) == global_blocks
+    assert spec.max_blocks_for_layer(0, num_tokens) == sliding_blocks
+    assert spec.blocks_for_context(num_tokens) == global_blocks + 3 * sliding_blocks
+
+
+def test_window_not_multiple_of_block() -> None:
+    spec = make_spec(sliding_window=300)
+    assert spec.tokens_kept(0, 1000) == 300
+    assert spec.tokens_kept(3, 1000) == 1000
+    assert spec.max_blocks_for_layer(0, 1000) == 2
+    assert spec.max_blocks_for_layer(0, 299) == 2
+
+
+def test_negative_tokens_rejected() -> None:
+    with pytest.raises(ValueError, match="num_tokens must be >= 0, got -1"):
+        make_spec().tokens_kept(0, -1)
+
+
+# -- from_model ----------------------------------------------------------------
+
+
+def tiny_llama(**overrides: object) -> llama.Model:
+    args = dict(
+        model_type="llama", hidden_size=32, num_hidden_layers=3, intermediate_size=64,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=50,
+    )
+    args.update(overrides)
+    return llama.Model(llama.ModelArgs(**args))
+
+
+def test_from_model_llama_all_global() -> None:
+    spec = ModelCacheSpec.from_model(tiny_llama(), block_tokens=16)
+    assert spec.n_layers == 3
+    assert spec.layer_types == ("global",) * 3
+    assert spec.sliding_window is None
+    assert (spec.n_kv_heads, spec.head_dim) == (2, 8)  # 32 // 4
+    assert spec.dtype == "float32"
+    assert spec.block_tokens == 16
+
+
+def test_from_model_explicit_head_dim_and_dtype() -> None:
+    model = tiny_llama(head_dim=16)
+    model.set_dtype(mx.bfloat16)
+    spec = ModelCacheSpec.from_model(model)
+    assert (spec.head_dim, spec.dtype) == (16, "bfloat16")
+
+
+def test_from_model_quantized_prefers_activation_dtype() -> None:
+    model = tiny_llama()
+    model.set_dtype(mx.float16)
+    nn.quantize(model, group_size=32, bits=4)
+    # float16 scales/biases (and uint32 weights) come first; activations run in float32.
+    model.update(tree_map_with_path(
+        lambda name, p: p if name.endswith(("scales", "biases")) or p.dtype == mx.uint32
+        else p.astype(mx.float32),
+        model.parameters(),
+    ))
+    assert model.model.embed_tokens.scales.dtype == mx.float16
+    assert ModelCacheSpec.from_model(model).dtype == "float32"
+
+
+def test_from_model_without_make_cache() -> None:
+    model = qwen2.Model(qwen2.ModelArgs(
+        model_type="qwen2", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+        num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-5, vocab_size=50,
+    ))
+    assert not hasattr(model, "make_cache")
+    spec = ModelCacheSpec.from_model(model)
+    assert spec.layer_types == ("global", "global")
+    assert (spec.n_kv_heads, spec.head_dim) == (1, 8)
+
+
+def test_from_model_gemma3_follows_make_cache() -> None:
+    model = gemma3_text.Model(gemma3_text.ModelArgs(
+        model_type="gemma3_text", hidden_size=32, num_hidden_layers=7, intermediate_size=64,
+        num_attention_heads=2, head_dim=16, num_key_value_heads=1, vocab_size=50,
+        sliding_window=64, sliding_window_pattern=3,
+    ))
+    spec = ModelCacheSpec.from_model(model, block_tokens=32)
+    expected = tuple(
+        "sliding" if isinstance(c, RotatingKVCache) else "global" for c in model.make_cache()
+    )
+    assert spec.layer_types == expected
+    assert spec.global_layer_ids == (2, 5)
+    assert spec.sliding_window == 64
+    assert (spec.n_kv_heads, spec.head_dim) == (1, 16)
+    assert spec.max_blocks_for_layer(0, 1000) == 2
+
+
+class FakeModel:
+    """Just enough of an mlx-lm model for from_model."""
+
+    def __init__(self, caches: list[object]) -> None:
+        self.caches = caches
+        self.layers = [object()] * len(caches)
+        self.args = llama.ModelArgs(
+            model_type="fake", hidden_size=32, num_hidden_layers=len(caches),
+            intermediate_size=64, num_attention_heads=4, rms_norm_eps=1e-5, vocab_size=10,
+        )
+
+    def make_cache(self) -> list[object]:
+        return self.caches
+
+    def parameters(self) -> dict[str, object]:
+        return {"norm": {"weight": mx.zeros((4,), dtype=mx.float16)}}
+
+
+@pytest.mark.parametrize(
+    ("cache", "name"),
+    [(ArraysCache(2), "ArraysCache"), (QuantizedKVCache(), "QuantizedKVCache")],
+)
+def test_from_model_unsupported_cache(cache: object, name: str) -> None:
+    with pytest.raises(UnsupportedCacheError, match=rf"layer 1 uses {name}; only KVCache"):
+        ModelCacheSpec.from_model(FakeModel([KVCache(), cache]))
+
+
+def test_from_model_rotating_with_keep_unsupported() -> None:
+    with pytest.raises(UnsupportedCacheError, match="layer 0 uses RotatingKVCache with keep=4"):
+        ModelCacheSpec.from_model(FakeModel([RotatingKVCache(max_size=64, keep=4)]))
+
+
+def test_from_model_several_windows_rejected() -> None:
+    caches = [RotatingKVCache(max_size=64), RotatingKVCache(max_size=128), KVCache()]
+    with pytest.raises(UnsupportedCacheError, match=r"several windows \[64, 128\]"):
+        ModelCacheSpec.from_model(FakeModel(caches))
+
+
+def test_unsupported_cache_error_is_value_error() -> None:
+    assert issubclass(UnsupportedCacheError, ValueError)
+
+
+def test_from_model_fake_uses_args_fallbacks() -> None:
+    spec = ModelCacheSpec.from_model(FakeModel([KVCache(), RotatingKVCache(max_size=100)]))
+    # num_key_value_heads falls back to num_attention_heads (4); head_dim to 32 // 4.
+    assert (spec.n_kv_heads, spec.head_dim, spec.dtype) == (4, 8, "float16")
+    assert spec.layer_types == ("global", "sliding")
+    assert spec.sliding_window == 100
+
+
+def test_from_model_without_args_reads_attention() -> None:
+    class Attn:
+        n_kv_heads, head_dim = 3, 24
+
+    class Layer:
+        self_attn = Attn()
+
+    model = FakeModel([KVCache()])
+    del model.args
+    model.layers = [Layer()]
+    spec = ModelCacheSpec.from_model(model)
+    assert (spec.n_kv_heads, spec.head_dim) == (3, 24)
