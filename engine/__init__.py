@@ -1,0 +1,29 @@
+"""Model loading and the block-pool batch engine.
+
+Attributes load lazily (PEP 562) so that light entry points, such as the OpenBLAS
+re-exec in ``engine.fastblas``, run before MLX is imported.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "BlockPoolBatchEngine": "engine.batch_engine",
+    "Completion": "engine.requests",
+    "StepOutput": "engine.requests",
+    "TokenDelta": "engine.requests",
+    "PrefillProgress": "engine.requests",
+    "KVBlockStore": "engine.kv_store",
+    "load_model": "engine.loader",
+    "ModelLoadError": "engine.loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

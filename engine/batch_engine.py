@@ -1,0 +1,454 @@
+"""BlockPoolBatchEngine: many agents decoded in one batch, each keeping its KV cache in blocks.
+
+mlx-lm's ``BatchGenerator`` does the batching (continuous batching, left-padded batch
+caches, chunked prefill). This class adds what it lacks: per-agent contexts stored in
+pool blocks across turns, block accounting, cancellation, and telemetry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.generate import BatchGenerator
+from mlx_lm.sample_utils import make_sampler
+from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+from pool import AgentBlocks, BlockPool, ModelCacheSpec, PoolExhausted
+from telemetry import NullRecorder, Recorder
+from telemetry.events import EngineStep, Gather, RequestFinished, RequestSubmitted, Scatter
+
+from .block_writer import BlockWriter
+from .kv_store import KVBlockStore, LayerCache
+from .requests import Completion, FinishReason, PrefillProgress, Request, StepOutput, TokenDelta
+
+DEFAULT_PREFILL_STEP = 512
+_CPU_CACHE_LIMIT_BYTES = 1 << 30
+
+
+class BlockPoolBatchEngine:
+    """Batched generation for many agents over one block pool.
+
+    Args:
+        model: an mlx-lm model.
+        tokenizer: its tokenizer (a ``TokenizerWrapper`` or a Hugging Face tokenizer).
+        pool: the block pool holding every agent's context.
+        spec: the model's cache shape (``ModelCacheSpec.from_model(model)``).
+        max_batch_size: requests decoded together; more wait in a queue.
+        prefill_step_size: prompt tokens processed per step, so a long prompt
+            does not stall other agents' decoding.
+        recorder: where telemetry events go (none by default).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        pool: BlockPool,
+        spec: ModelCacheSpec,
+        *,
+        max_batch_size: int = 8,
+        prefill_step_size: int = DEFAULT_PREFILL_STEP,
+        recorder: Recorder | None = None,
+    ) -> None:
+        if spec != pool.spec:
+            raise ValueError(f"spec {spec!r} does not match the pool's spec {pool.spec!r}")
+        if max_batch_size < 1 or prefill_step_size < 1:
+            raise ValueError(
+                f"max_batch_size ({max_batch_size}) and prefill_step_size ({prefill_step_size}) must be >= 1"
+            )
+        if mx.default_device().type == mx.DeviceType.cpu:
+            # The CPU allocator's 32 MiB default cache made large copies ~3x slower.
+            previous = mx.set_cache_limit(_CPU_CACHE_LIMIT_BYTES)
+            if previous > _CPU_CACHE_LIMIT_BYTES:
+                mx.set_cache_limit(previous)
+        self.model = model
+        # model=None gives a gather-only engine (EXP-006 benchmarks on synthetic blocks).
+        if tokenizer is not None and not isinstance(tokenizer, TokenizerWrapper):
+            tokenizer = TokenizerWrapper(tokenizer)
+        self.tokenizer = tokenizer
+        self.pool = pool
+        self.spec = spec
+        self.max_batch_size = max_batch_size
+        self.prefill_step_size = prefill_step_size
+        self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
+        self._store = KVBlockStore(spec, pool.total_blocks)
+        self._writer = BlockWriter(pool, self._store)
+        self._gen = self._new_generator() if model is not None else None
+
+        self._lock = threading.Lock()  # guards the inbox and the sets below
+        self._step_lock = threading.Lock()  # held by whoever is stepping
+        self._uids = itertools.count()
+        self._inbox: deque[Request] = deque()
+        self._cancels: set[int] = set()
+        self._closes: set[str] = set()
+        self._busy: dict[str, int] = {}  # agent -> uid of its unfinished request
+        self._closed: set[str] = set()
+        self._agents: dict[str, AgentBlocks] = {}
+        self._waiting: deque[Request] = deque()  # admitted, not yet in the generator
+        self._active: dict[int, Request] = {}  # by generator uid
+
+    def _new_generator(self) -> BatchGenerator:
+        eos = sorted(self.tokenizer.eos_token_ids)
+        return BatchGenerator(
+            self.model,
+            stop_tokens=[[t] for t in eos],
+            completion_batch_size=self.max_batch_size,
+            prefill_batch_size=self.max_batch_size,
+            prefill_step_size=self.prefill_step_size,
+        )
+
+    # -- public API (thread-safe) --------------------------------------------
+
+    def submit(
+        self,
+        agent_id: str,
+        prompt: str | Sequence[int],
+        cache: AgentBlocks | None = None,
+        max_tokens: int = 256,
+        *,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+    ) -> int:
+        """Queue one turn for ``agent_id`` and return its uid.
+
+        ``cache=None`` starts a fresh context (the agent's old blocks are released);
+        ``cache=<AgentBlocks>`` continues it, and ``prompt`` holds only the new tokens.
+        """
+        if self._gen is None:
+            raise RuntimeError("this engine was built without a model (gather-only); it cannot generate")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ValueError(f"agent_id must be a non-empty string, got {agent_id!r}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        prompt_ids = self.encode(prompt)
+        with self._lock:
+            if agent_id in self._closed:
+                raise ValueError(f"agent {agent_id!r} was closed; start a new agent id")
+            if agent_id in self._busy:
+                raise ValueError(
+                    f"agent {agent_id!r} already has request {self._busy[agent_id]} in flight; "
+                    "wait for it or cancel it"
+                )
+            cached = self._check_cache(agent_id, cache) if cache is not None else 0
+            self._check_fits(cached + len(prompt_ids))
+            uid = next(self._uids)
+            request = Request(
+                uid, agent_id, prompt_ids, max_tokens, temperature, top_p, tuple(stop or ()), cache
+            )
+            self._busy[agent_id] = uid
+            self._inbox.append(request)
+        self.recorder.publish(RequestSubmitted(uid=uid, agent_id=agent_id, prompt_tokens=len(prompt_ids),
+                                               cached_tokens=cached, max_tokens=max_tokens))
+        return uid
+
+    def cancel(self, uid: int) -> None:
+        """Stop a request; it completes with ``finish_reason="cancelled"``."""
+        with self._lock:
+            self._cancels.add(uid)
+        self._apply_if_idle()
+
+    def close_agent(self, agent_id: str) -> None:
+        """Cancel the agent's request, free its blocks, and refuse it from now on."""
+        with self._lock:
+            self._closes.add(agent_id)
+            self._closed.add(agent_id)
+        self._apply_if_idle()
+
+    def agent_blocks(self, agent_id: str) -> AgentBlocks | None:
+        """The agent's current context, or None if it has none."""
+        return self._agents.get(agent_id)
+
+    def has_work(self) -> bool:
+        with self._lock:
+            return bool(self._inbox or self._waiting or self._active or self._cancels or self._closes)
+
+    @property
+    def num_active(self) -> int:
+        return len(self._active)
+
+    @property
+    def num_queued(self) -> int:
+        return len(self._inbox) + len(self._waiting)
+
+    def step(self) -> Iterator[Completion]:
+        """Run batched steps until every submitted request has finished, yielding each."""
+        while self.has_work():
+            yield from self.step_once().completions
+
+    def step_once(self) -> StepOutput:
+        """One batched decode step plus at most one prefill chunk."""
+        with self._step_lock:
+            tic = time.perf_counter()
+            completions = self._apply_pending()
+            self._admit(completions)
+            deltas: list[TokenDelta] = []
+            prefill: list[PrefillProgress] = []
+            batch_size = len(self._active)
+            prefill_tokens = 0
+            if self._active:
+                prefill_tokens = self._advance(deltas, prefill, completions)
+            ms = (time.perf_counter() - tic) * 1000
+            out = StepOutput(deltas, completions, prefill, batch_size, prefill_tokens, ms)
+            if batch_size:
+                self.recorder.publish(EngineStep(batch_size=batch_size, tokens_generated=len(deltas),
+                                                 prefill_tokens=prefill_tokens, ms=ms, queued=self.num_queued))
+            return out
+
+    def _reconstruct_cache(self, agent_blocks: AgentBlocks) -> list[LayerCache]:
+        """mlx-lm caches (one per layer) holding the agent's context, gathered from its blocks."""
+        caches, stats = self._store.gather(agent_blocks)
+        self.recorder.publish(Gather(agent_id=agent_blocks.agent_id, num_blocks=stats.num_blocks,
+                                     num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
+        return caches
+
+    # -- validation ------------------------------------------------------------
+
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids of a prompt, tokenized exactly as ``mlx_lm.generate`` would."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty: give some text or token ids")
+            bos = self.tokenizer.bos_token
+            add_special = bos is None or not prompt.startswith(bos)
+            ids = list(self.tokenizer.encode(prompt, add_special_tokens=add_special))
+        else:
+            ids = list(prompt)
+            vocab = len(self.tokenizer)
+            bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"prompt has {len(bad)} invalid token ids (first {bad[0]!r}); ids run 0..{vocab - 1}")
+        if not ids:
+            raise ValueError("prompt is empty: give some text or token ids")
+        return ids
+
+    def _check_cache(self, agent_id: str, cache: AgentBlocks) -> int:
+        if cache.agent_id != agent_id:
+            raise ValueError(f"cache belongs to agent {cache.agent_id!r}, not {agent_id!r}")
+        for block in cache.all_blocks():
+            if self.pool.owner_of(block.block_id) != agent_id:
+                raise ValueError(
+                    f"cache of agent {agent_id!r} holds block {block.block_id}, which the pool no longer "
+                    "gives that agent (freed or reused); submit with cache=None to start over"
+                )
+        return cache.total_tokens
+
+    def _check_fits(self, context_tokens: int) -> None:
+        needed = self.spec.blocks_for_context(context_tokens + 1)
+        if needed > self.pool.total_blocks:
+            raise ValueError(
+                f"a context of {context_tokens} tokens needs {needed} blocks but the whole pool has "
+                f"{self.pool.total_blocks}; shorten the prompt or give the pool more memory"
+            )
+
+    # -- the stepping thread ---------------------------------------------------
+
+    def _apply_if_idle(self) -> None:
+        if self._step_lock.acquire(blocking=False):
+            try:
+                self._apply_pending()
+            finally:
+                self._step_lock.release()
+
+    def _apply_pending(self) -> list[Completion]:
+        """Cancels and closes that arrived since the last step."""
+        with self._lock:
+            cancels, self._cancels = self._cancels, set()
+            closes, self._closes = self._closes, set()
+        done: list[Completion] = []
+        for request in self._unfinished():
+            if request.agent_id in closes:
+                done.append(self._cancel(request, keep=False))
+            elif request.uid in cancels:
+                done.append(self._cancel(request, keep=request.phase == "generating"))
+        for agent_id in closes:
+            self._agents.pop(agent_id, None)
+            self.pool.free_agent_blocks(agent_id)
+        return done
+
+    def _unfinished(self) -> list[Request]:
+        with self._lock:
+            inbox = list(self._inbox)
+        return inbox + list(self._waiting) + list(self._active.values())
+
+    def _admit(self, completions: list[Completion]) -> None:
+        """Move submitted requests into the generator, gathering their contexts."""
+        with self._lock:
+            self._waiting.extend(self._inbox)
+            self._inbox.clear()
+        while self._waiting and len(self._active) < self.max_batch_size:
+            request = self._waiting.popleft()
+            error = self._start(request)
+            if error is not None:
+                completions.append(self._finish(request, "error", error=error))
+
+    def _start(self, request: Request) -> str | None:
+        agent = self._context_for(request)
+        if isinstance(agent, str):
+            return agent
+        request.cached_tokens = agent.total_tokens
+        try:
+            # +1: the first generated token enters the cache before it is reported.
+            self._writer.reserve(agent, request.reserved, request.context_tokens + 1)
+        except PoolExhausted as exc:
+            return f"not enough free blocks for this turn: {exc}"
+        caches = self._reconstruct_cache(agent) if agent.total_tokens else None
+        sampler = None if request.temperature == 0 else make_sampler(request.temperature, request.top_p)
+        (gen_uid,) = self._gen.insert(
+            [request.prompt_ids],
+            max_tokens=[request.max_tokens],
+            caches=[caches],
+            all_tokens=[list(agent.token_ids)],
+            samplers=[sampler],
+        )
+        request.gen_uid = gen_uid
+        request.phase = "prefilling"
+        request.detokenizer = self.tokenizer.detokenizer
+        self._active[gen_uid] = request
+        return None
+
+    def _context_for(self, request: Request) -> AgentBlocks | str:
+        """The agent's context this turn continues (or a fresh one), or an error message."""
+        if request.continues is None:
+            self.pool.free_agent_blocks(request.agent_id)
+            agent = AgentBlocks(request.agent_id, 0)
+        else:
+            agent = request.continues
+            try:
+                self._check_cache(request.agent_id, agent)
+            except ValueError as exc:
+                return str(exc)
+        self._agents[request.agent_id] = agent
+        return agent
+
+    def _advance(self, deltas: list[TokenDelta], prefill: list[PrefillProgress], completions: list[Completion]) -> int:
+        try:
+            prompt_responses, gen_responses = self._gen.next()
+        except Exception as exc:  # a model error must not take other agents' contexts with it
+            message = f"model step failed: {type(exc).__name__}: {exc}"
+            for request in list(self._active.values()):
+                completions.append(self._finish(request, "error", error=message))
+            self._gen = self._new_generator()
+            return 0
+        prefill_tokens = 0
+        for response in prompt_responses:
+            request = self._active[response.uid]
+            processed, total = response.progress
+            prefill_tokens += processed - request.prefilled_tokens
+            request.prefilled_tokens = processed
+            prefill.append(PrefillProgress(request.uid, request.agent_id, processed, total))
+        for response in gen_responses:
+            request = self._active[response.uid]
+            done = self._on_token(request, response, deltas)
+            if done is not None:
+                completions.append(done)
+        return prefill_tokens
+
+    def _on_token(self, request: Request, response: Any, deltas: list[TokenDelta]) -> Completion | None:
+        if request.first_token_s is None:
+            request.first_token_s = time.perf_counter()
+        request.phase = "generating"
+        request.generated_ids.append(response.token)
+        reason: FinishReason | None = response.finish_reason
+        is_eos = response.token in self.tokenizer.eos_token_ids
+        segment = ""
+        if not is_eos:
+            request.detokenizer.add_token(response.token)
+        if reason is not None:
+            request.detokenizer.finalize()
+        if not is_eos or reason is not None:
+            segment = request.detokenizer.last_segment
+        segment, hit = self._apply_stop_strings(request, segment)
+        request.text += segment
+        deltas.append(TokenDelta(request.uid, request.agent_id, response.token, segment))
+        if reason is not None:
+            return self._finish(request, reason, caches=response.prompt_cache, token_ids=response.all_tokens)
+        if hit:
+            return self._remove(request, "stop", keep=True)
+        try:
+            self._writer.reserve(self._agents[request.agent_id], request.reserved, request.context_tokens + 1)
+        except PoolExhausted as exc:
+            error = f"block pool full after {len(request.generated_ids)} tokens: {exc}"
+            return self._remove(request, "error", keep=False, error=error)
+        return None
+
+    def _apply_stop_strings(self, request: Request, segment: str) -> tuple[str, bool]:
+        if not request.stop:
+            return segment, False
+        text = request.text + segment
+        cuts = [text.find(s) for s in request.stop if s and s in text]
+        if not cuts:
+            return segment, False
+        return text[: min(cuts)][len(request.text) :], True
+
+    def _cancel(self, request: Request, *, keep: bool) -> Completion:
+        """Stop a request. A reply cut short keeps what it generated (``keep``);
+        a half-read prompt is dropped, leaving the agent's context as it was."""
+        if request.gen_uid is None:
+            return self._finish(request, "cancelled")
+        return self._remove(request, "cancelled", keep=keep)
+
+    def _remove(self, request: Request, reason: FinishReason, *, keep: bool, error: str | None = None) -> Completion:
+        extracted = self._gen.remove([request.gen_uid], return_prompt_caches=keep)
+        caches, token_ids = extracted.get(request.gen_uid, (None, None))
+        return self._finish(request, reason, caches=caches, token_ids=token_ids, error=error)
+
+    def _finish(
+        self,
+        request: Request,
+        reason: FinishReason,
+        *,
+        caches: list | None = None,
+        token_ids: list[int] | None = None,
+        error: str | None = None,
+    ) -> Completion:
+        """Write the turn back into blocks (when kept), release what it reserved, report it."""
+        agent = self._agents.get(request.agent_id) or AgentBlocks(request.agent_id, 0)
+        if request.gen_uid is not None:
+            self._active.pop(request.gen_uid, None)
+        if request in self._waiting:
+            self._waiting.remove(request)
+        with self._lock:
+            if request in self._inbox:
+                self._inbox.remove(request)
+            self._busy.pop(request.agent_id, None)
+        if caches is not None and token_ids is not None and caches[0].offset > agent.total_tokens:
+            stats = self._writer.write_back(agent, request.reserved, caches, token_ids)
+            self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
+                                          num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
+        else:
+            self._writer.release(request.reserved)
+        return self._completion(request, reason, agent, error)
+
+    def _completion(self, request: Request, reason: FinishReason, agent: AgentBlocks, error: str | None) -> Completion:
+        now = time.perf_counter()
+        ttft = None if request.first_token_s is None else request.first_token_s - request.submitted_s
+        completion = Completion(
+            uid=request.uid,
+            agent_id=request.agent_id,
+            text=request.text,
+            token_count=len(request.prompt_ids) + len(request.generated_ids),
+            finish_reason=reason,
+            blocks=agent,
+            prompt_tokens=len(request.prompt_ids),
+            cached_tokens=request.cached_tokens,
+            generated_tokens=len(request.generated_ids),
+            token_ids=list(request.generated_ids),
+            error=error,
+            ttft_s=ttft,
+            elapsed_s=now - request.submitted_s,
+        )
+        self.recorder.publish(RequestFinished(
+            uid=request.uid, agent_id=request.agent_id, prompt_tokens=completion.prompt_tokens,
+            cached_tokens=completion.cached_tokens, generated_tokens=completion.generated_tokens,
+            ttft_ms=None if ttft is None else ttft * 1000, decode_tok_s=completion.decode_tok_s,
+            finish_reason=reason, error=error))
+        return completion
