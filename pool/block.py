@@ -21,7 +21,7 @@ class Block:
     capacity: int
     token_start: int | None = None  # absolute position of the first token
     num_tokens: int = 0
-    layer_data: dict[str, Any] = field(default_factory=dict)
+    layer_data: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def token_end(self) -> int | None:
