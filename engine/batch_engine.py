@@ -21,7 +21,16 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from pool import AgentBlocks, BlockPool, ModelCacheSpec, PoolExhausted
 from telemetry import NullRecorder, Recorder
-from telemetry.events import EngineStep, Gather, RequestFinished, RequestSubmitted, Scatter
+from telemetry.events import (
+    BlocksAllocated,
+    BlocksFreed,
+    EngineStep,
+    Gather,
+    PoolSnapshotEvent,
+    RequestFinished,
+    RequestSubmitted,
+    Scatter,
+)
 
 from .block_writer import BlockWriter
 from .kv_store import KVBlockStore, LayerCache
@@ -77,6 +86,8 @@ class BlockPoolBatchEngine:
         self.max_batch_size = max_batch_size
         self.prefill_step_size = prefill_step_size
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
+        if self.recorder.enabled:
+            pool.set_observer(self._on_pool_change)
         self._store = KVBlockStore(spec, pool.total_blocks)
         self._writer = BlockWriter(pool, self._store)
         self._gen = self._new_generator() if model is not None else None
@@ -146,8 +157,9 @@ class BlockPoolBatchEngine:
             )
             self._busy[agent_id] = uid
             self._inbox.append(request)
-        self.recorder.publish(RequestSubmitted(uid=uid, agent_id=agent_id, prompt_tokens=len(prompt_ids),
-                                               cached_tokens=cached, max_tokens=max_tokens))
+        if self.recorder.enabled:
+            self.recorder.publish(RequestSubmitted(uid=uid, agent_id=agent_id, prompt_tokens=len(prompt_ids),
+                                                   cached_tokens=cached, max_tokens=max_tokens))
         return uid
 
     def cancel(self, uid: int) -> None:
@@ -166,6 +178,10 @@ class BlockPoolBatchEngine:
     def agent_blocks(self, agent_id: str) -> AgentBlocks | None:
         """The agent's current context, or None if it has none."""
         return self._agents.get(agent_id)
+
+    def reserved_blocks(self) -> int:
+        """Blocks taken by unfinished turns for tokens not yet written back."""
+        return sum(len(blocks) for r in self._unfinished() for blocks in r.reserved.values())
 
     def has_work(self) -> bool:
         with self._lock:
@@ -198,7 +214,7 @@ class BlockPoolBatchEngine:
                 prefill_tokens = self._advance(deltas, prefill, completions)
             ms = (time.perf_counter() - tic) * 1000
             out = StepOutput(deltas, completions, prefill, batch_size, prefill_tokens, ms)
-            if batch_size:
+            if batch_size and self.recorder.enabled:
                 self.recorder.publish(EngineStep(batch_size=batch_size, tokens_generated=len(deltas),
                                                  prefill_tokens=prefill_tokens, ms=ms, queued=self.num_queued))
             return out
@@ -206,7 +222,8 @@ class BlockPoolBatchEngine:
     def _reconstruct_cache(self, agent_blocks: AgentBlocks) -> list[LayerCache]:
         """mlx-lm caches (one per layer) holding the agent's context, gathered from its blocks."""
         caches, stats = self._store.gather(agent_blocks)
-        self.recorder.publish(Gather(agent_id=agent_blocks.agent_id, num_blocks=stats.num_blocks,
+        if self.recorder.enabled:
+            self.recorder.publish(Gather(agent_id=agent_blocks.agent_id, num_blocks=stats.num_blocks,
                                      num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
         return caches
 
@@ -422,7 +439,8 @@ class BlockPoolBatchEngine:
             self._busy.pop(request.agent_id, None)
         if caches is not None and token_ids is not None and caches[0].offset > agent.total_tokens:
             stats = self._writer.write_back(agent, request.reserved, caches, token_ids)
-            self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
+            if self.recorder.enabled:
+                self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
                                           num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
         else:
             self._writer.release(request.reserved)
@@ -446,9 +464,25 @@ class BlockPoolBatchEngine:
             ttft_s=ttft,
             elapsed_s=now - request.submitted_s,
         )
-        self.recorder.publish(RequestFinished(
-            uid=request.uid, agent_id=request.agent_id, prompt_tokens=completion.prompt_tokens,
-            cached_tokens=completion.cached_tokens, generated_tokens=completion.generated_tokens,
-            ttft_ms=None if ttft is None else ttft * 1000, decode_tok_s=completion.decode_tok_s,
-            finish_reason=reason, error=error))
+        if self.recorder.enabled:
+            self.recorder.publish(RequestFinished(
+                uid=request.uid, agent_id=request.agent_id, prompt_tokens=completion.prompt_tokens,
+                cached_tokens=completion.cached_tokens, generated_tokens=completion.generated_tokens,
+                ttft_ms=None if ttft is None else ttft * 1000, decode_tok_s=completion.decode_tok_s,
+                finish_reason=reason, error=error))
+            self.recorder.publish(self._pool_snapshot_event())
         return completion
+
+    def _on_pool_change(self, kind: str, agent_id: str, layer_id: int, block_ids: list[int]) -> None:
+        event = BlocksAllocated if kind == "allocate" else BlocksFreed
+        self.recorder.publish(event(agent_id=agent_id, layer_id=layer_id, count=len(block_ids),
+                                    block_ids=tuple(block_ids)))
+
+    def _pool_snapshot_event(self) -> PoolSnapshotEvent:
+        snap = self.pool.snapshot()
+        return PoolSnapshotEvent(
+            total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), n_layers=snap.n_layers,
+            block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block,
+            layer_types=tuple(snap.layer_types),
+            owners=tuple((b.block_id, b.layer_id, b.agent_id) for b in snap.blocks),
+        )

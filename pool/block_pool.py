@@ -63,6 +63,10 @@ class BlockPool:
 
     # -- actions ---------------------------------------------------------
 
+    def set_observer(self, on_change: ChangeObserver | None) -> None:
+        """Replace the allocate/free observer (the engine hooks its telemetry here)."""
+        self._on_change = on_change
+
     def can_allocate(self, n_blocks: int) -> bool:
         with self._lock:
             return n_blocks <= len(self._free_block_ids)

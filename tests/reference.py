@@ -29,7 +29,9 @@ def run_alone(engine: BlockPoolBatchEngine, agent_id: str, prompt, max_tokens: i
 
 
 def assert_blocks_accounted(engine: BlockPoolBatchEngine, agent_ids: Sequence[str]) -> None:
-    """The pool's used blocks are exactly the blocks the agents hold."""
+    """The pool's used blocks are exactly the blocks the agents hold, plus those that
+    unfinished turns reserved for tokens still in mlx-lm's batch cache."""
     held = sum(engine.agent_blocks(a).num_blocks() for a in agent_ids if engine.agent_blocks(a))
-    assert engine.pool.used_blocks() == held, (engine.pool.used_blocks(), held)
+    reserved = engine.reserved_blocks()
+    assert engine.pool.used_blocks() == held + reserved, (engine.pool.used_blocks(), held, reserved)
     engine.pool.check_invariants()
