@@ -8,10 +8,13 @@ pool blocks across turns, block accounting, cancellation, and telemetry.
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -19,7 +22,7 @@ from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from pool import AgentBlocks, BlockPool, ModelCacheSpec, PoolExhausted
+from pool import AgentBlocks, BlockPool, ModelCacheSpec
 from telemetry import NullRecorder, Recorder
 from telemetry.events import (
     BlocksAllocated,
@@ -35,8 +38,11 @@ from telemetry.events import (
 from .block_writer import BlockWriter
 from .kv_store import KVBlockStore, LayerCache
 from .requests import Completion, FinishReason, PrefillProgress, Request, StepOutput, TokenDelta
+from .residency import Residency
+from .spill import SpillStore
 
 DEFAULT_PREFILL_STEP = 512
+_BLOCKED = object()  # _start's answer when the pool has no room for a request yet
 _CPU_CACHE_LIMIT_BYTES = 1 << 30
 
 
@@ -52,6 +58,8 @@ class BlockPoolBatchEngine:
         prefill_step_size: prompt tokens processed per step, so a long prompt
             does not stall other agents' decoding.
         recorder: where telemetry events go (none by default).
+        spill_dir: where idle agents' contexts are spilled under pool pressure
+            (default: a folder in the system's temp directory).
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class BlockPoolBatchEngine:
         max_batch_size: int = 8,
         prefill_step_size: int = DEFAULT_PREFILL_STEP,
         recorder: Recorder | None = None,
+        spill_dir: str | Path | None = None,
     ) -> None:
         if spec != pool.spec:
             raise ValueError(f"spec {spec!r} does not match the pool's spec {pool.spec!r}")
@@ -90,6 +99,10 @@ class BlockPoolBatchEngine:
             pool.set_observer(self._on_pool_change)
         self._store = KVBlockStore(spec, pool.total_blocks)
         self._writer = BlockWriter(pool, self._store)
+        spill_folder = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir()) / (
+            f"blockpool-spill-{os.getpid()}-{id(self):x}"
+        )
+        self._residency = Residency(pool, self._store, self._writer, SpillStore(spill_folder, spec), self.recorder)
         self._gen = self._new_generator() if model is not None else None
 
         self._lock = threading.Lock()  # guards the inbox and the sets below
@@ -179,6 +192,40 @@ class BlockPoolBatchEngine:
     def agent_blocks(self, agent_id: str) -> AgentBlocks | None:
         """The agent's current context, or None if it has none."""
         return self._agents.get(agent_id)
+
+    def spilled_agents(self) -> set[str]:
+        """Agents whose contexts are on disk, not in the pool."""
+        return set(self._residency.spilled)
+
+    def evict(self, agent_id: str) -> bool:
+        """Spill an idle agent's context to disk now; False if it is busy or holds nothing.
+
+        Raises RuntimeError while another thread is stepping the engine.
+        """
+        with self._lock:
+            if agent_id in self._busy:
+                return False
+        if not self._step_lock.acquire(blocking=False):
+            raise RuntimeError("the engine is stepping on another thread; evict between steps")
+        try:
+            agent = self._agents.get(agent_id)
+            return agent is not None and self._residency.spill_agent(agent, reason="asked")
+        finally:
+            self._step_lock.release()
+
+    def adopt(self, agent_id: str, token_ids: Sequence[int]) -> AgentBlocks:
+        """Take over a context from an earlier run (e.g. a saved session) without prefilling it now.
+
+        Its next turn (``cache=`` the returned AgentBlocks) restores K/V from the agent's
+        spill file when one is there and valid for this model, else re-prefills ``token_ids``.
+        """
+        with self._lock:
+            if agent_id in self._busy or agent_id in self._closed:
+                raise ValueError(f"agent {agent_id!r} is busy or closed; adopt it before using it")
+        agent = AgentBlocks(agent_id, len(token_ids), list(token_ids))
+        self._agents[agent_id] = agent
+        self._residency.spilled.add(agent_id)
+        return agent
 
     def reserved_blocks(self) -> int:
         """Blocks taken by unfinished turns for tokens not yet written back."""
@@ -292,6 +339,7 @@ class BlockPoolBatchEngine:
         for agent_id in closes:
             self._agents.pop(agent_id, None)
             self.pool.free_agent_blocks(agent_id)
+            self._residency.forget(agent_id)
         return done
 
     def _unfinished(self) -> list[Request]:
@@ -300,26 +348,40 @@ class BlockPoolBatchEngine:
         return inbox + list(self._waiting) + list(self._active.values())
 
     def _admit(self, completions: list[Completion]) -> None:
-        """Move submitted requests into the generator, gathering their contexts."""
+        """Move submitted requests into the generator, gathering their contexts.
+
+        A request the pool cannot hold yet (after spilling idle agents) waits at the
+        head of the queue until running requests finish and free blocks.
+        """
         with self._lock:
             self._waiting.extend(self._inbox)
             self._inbox.clear()
         while self._waiting and len(self._active) < self.max_batch_size:
-            request = self._waiting.popleft()
-            error = self._start(request)
-            if error is not None:
-                completions.append(self._finish(request, "error", error=error))
+            request = self._waiting[0]
+            outcome = self._start(request)
+            if outcome is _BLOCKED:
+                if self._active:
+                    return
+                outcome = self._no_room_message(request)
+            self._waiting.popleft()
+            if outcome is not None:
+                completions.append(self._finish(request, "error", error=outcome))
 
-    def _start(self, request: Request) -> str | None:
+    def _start(self, request: Request) -> str | object | None:
+        """Start a request: None when started, an error message, or _BLOCKED."""
         agent = self._context_for(request)
         if isinstance(agent, str):
             return agent
+        if request.agent_id in self._residency.spilled:
+            restored = self._residency.restore(agent, self._evictable)
+            if restored is None:
+                return _BLOCKED
+            request.prompt_ids = restored.prefix + request.prompt_ids
         request.cached_tokens = agent.total_tokens
-        try:
-            # +1: the first generated token enters the cache before it is reported.
-            self._writer.reserve(agent, request.reserved, request.context_tokens + 1)
-        except PoolExhausted as exc:
-            return f"not enough free blocks for this turn: {exc}"
+        # +1: the first generated token enters the cache before it is reported.
+        if not self._residency.reserve(agent, request.reserved, request.context_tokens + 1, self._evictable):
+            return _BLOCKED
+        self._residency.touch(request.agent_id)
         caches = self._reconstruct_cache(agent) if agent.total_tokens else None
         sampler = None if request.temperature == 0 else make_sampler(request.temperature, request.top_p)
         (gen_uid,) = self._gen.insert(
@@ -335,10 +397,25 @@ class BlockPoolBatchEngine:
         self._active[gen_uid] = request
         return None
 
+    def _no_room_message(self, request: Request) -> str:
+        agent = self._agents[request.agent_id]
+        needed = sum(self._writer.blocks_needed(agent, {}, request.context_tokens + 1).values())
+        return (
+            f"not enough free blocks for this turn: needs {needed}, {self.pool.free_blocks()} free of "
+            f"{self.pool.total_blocks}, and no idle agent could be spilled to make room"
+        )
+
+    def _evictable(self) -> list[AgentBlocks]:
+        """Idle agents whose blocks may be spilled: none with a request in flight."""
+        with self._lock:
+            busy = set(self._busy)
+        return [a for a_id, a in self._agents.items() if a_id not in busy and a.num_blocks()]
+
     def _context_for(self, request: Request) -> AgentBlocks | str:
         """The agent's context this turn continues (or a fresh one), or an error message."""
         if request.continues is None:
             self.pool.free_agent_blocks(request.agent_id)
+            self._residency.forget(request.agent_id)
             agent = AgentBlocks(request.agent_id, 0)
         else:
             agent = request.continues
@@ -393,10 +470,13 @@ class BlockPoolBatchEngine:
             return self._finish(request, reason, caches=response.prompt_cache, token_ids=response.all_tokens)
         if hit:
             return self._remove(request, "stop", keep=True)
-        try:
-            self._writer.reserve(self._agents[request.agent_id], request.reserved, request.context_tokens + 1)
-        except PoolExhausted as exc:
-            error = f"block pool full after {len(request.generated_ids)} tokens: {exc}"
+        agent = self._agents[request.agent_id]
+        if not self._residency.reserve(agent, request.reserved, request.context_tokens + 1, self._evictable):
+            needed = sum(self._writer.blocks_needed(agent, request.reserved, request.context_tokens + 1).values())
+            error = (
+                f"block pool full after {len(request.generated_ids)} tokens: needs {needed} more blocks, "
+                f"{self.pool.free_blocks()} free of {self.pool.total_blocks}, nothing idle to spill"
+            )
             return self._remove(request, "error", keep=False, error=error)
         return None
 
@@ -440,6 +520,7 @@ class BlockPoolBatchEngine:
             if request in self._inbox:
                 self._inbox.remove(request)
             self._busy.pop(request.agent_id, None)
+        self._residency.touch(request.agent_id)
         if caches is not None and token_ids is not None and caches[0].offset > agent.total_tokens:
             stats = self._writer.write_back(agent, request.reserved, caches, token_ids)
             if self.recorder.enabled:

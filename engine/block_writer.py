@@ -71,21 +71,38 @@ class BlockWriter:
         token_ids: list[int],
     ) -> CopyStats:
         """Store the tokens a turn added (``caches`` hold the whole context) in blocks."""
-        tic = time.perf_counter()
-        n0, n1 = agent.total_tokens, caches[0].offset
-        assert n1 >= n0, (n0, n1)
         mx.eval([c.state[:2] for c in caches])
+        layers = [cache_host_arrays(cache) for cache in caches]
+        return self.write_layers(agent, reserved, layers, caches[0].offset, token_ids)
+
+    def write_layers(
+        self,
+        agent: AgentBlocks,
+        reserved: dict[int, list[Block]],
+        layers: list[tuple[np.ndarray, np.ndarray]],
+        total_tokens: int,
+        token_ids: list[int],
+    ) -> CopyStats:
+        """Write per-layer ``[H, T, D]`` K/V of a context of ``total_tokens`` into blocks.
+
+        Global layers hold the whole context (only tokens past the agent's current
+        ``total_tokens`` are written); sliding layers hold at least their window.
+        """
+        tic = time.perf_counter()
+        n0, n1 = agent.total_tokens, total_tokens
+        assert n1 >= n0, (n0, n1)
         num_blocks = num_bytes = 0
-        for layer_id, cache in enumerate(caches):
-            keys, values = cache_host_arrays(cache)
+        for layer_id, (keys, values) in enumerate(layers):
             layer_reserved = reserved.get(layer_id, [])
             if self.spec.is_sliding(layer_id):
-                written = self._write_sliding(agent, layer_id, layer_reserved, keys, values, n1)
+                kept = self.spec.tokens_kept(layer_id, n1)
+                keys, values = keys[:, keys.shape[1] - kept :], values[:, values.shape[1] - kept :]
+                num_blocks += self._write_sliding(agent, layer_id, layer_reserved, keys, values, n1)
             else:
                 assert keys.shape[1] == n1, (layer_id, keys.shape, n1)
-                written = self._write_global(agent, layer_id, layer_reserved, keys[:, n0:], values[:, n0:])
-            num_blocks += written
-            num_bytes += keys[:, n0:].nbytes * 2 if not self.spec.is_sliding(layer_id) else keys.nbytes * 2
+                keys, values = keys[:, n0:], values[:, n0:]
+                num_blocks += self._write_global(agent, layer_id, layer_reserved, keys, values)
+            num_bytes += keys.nbytes + values.nbytes
         agent.total_tokens = n1
         agent.token_ids = list(token_ids)
         self.release(reserved)
@@ -116,14 +133,11 @@ class BlockWriter:
     def _write_sliding(
         self, agent: AgentBlocks, layer_id: int, new_blocks: list[Block], keys: np.ndarray, values: np.ndarray, n1: int
     ) -> int:
-        """Re-pack the window's last tokens from the start of the layer's first block."""
-        bt = self.spec.block_tokens
-        kept = self.spec.tokens_kept(layer_id, n1)
-        assert keys.shape[1] >= kept, (layer_id, keys.shape, kept)
-        keys, values = keys[:, keys.shape[1] - kept :], values[:, values.shape[1] - kept :]
+        """Re-pack the window's tokens (``keys``: exactly the kept ones) from the layer's first block."""
+        bt, kept = self.spec.block_tokens, keys.shape[1]
         old = agent.layer_blocks(layer_id)
-        agent.remove_blocks(layer_id, list(old))
-        candidates = list(old) + new_blocks
+        agent.remove_blocks(layer_id, old)
+        candidates = old + new_blocks
         new_blocks.clear()
         needed = math.ceil(kept / bt)
         use, surplus = candidates[:needed], candidates[needed:]

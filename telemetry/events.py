@@ -139,6 +139,20 @@ class Eviction(_EventBase):
     reason: str
 
 
+class Restore(_EventBase):
+    """A spilled agent's context came back into blocks: from its spill file
+    (``source="disk"``), or, when that file was unusable, by re-prefilling its tokens."""
+
+    kind: Literal["restore"] = "restore"
+    agent_id: str
+    num_blocks: Count
+    num_bytes: Count
+    ms: Millis
+    num_tokens: Count
+    source: Literal["disk", "prefill"]
+    error: str | None = None
+
+
 Event = Annotated[
     BlocksAllocated
     | BlocksFreed
@@ -148,7 +162,8 @@ Event = Annotated[
     | RequestSubmitted
     | RequestFinished
     | PoolSnapshotEvent
-    | Eviction,
+    | Eviction
+    | Restore,
     Field(discriminator="kind"),
 ]
 
@@ -162,6 +177,7 @@ EVENT_TYPES: tuple[type[_EventBase], ...] = (
     RequestFinished,
     PoolSnapshotEvent,
     Eviction,
+    Restore,
 )
 EVENT_KINDS: frozenset[str] = frozenset(
     t.model_fields["kind"].default for t in EVENT_TYPES

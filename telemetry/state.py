@@ -14,6 +14,7 @@ from .events import (
     EngineStep,
     Event,
     Eviction,
+    Restore,
     Gather,
     PoolSnapshotEvent,
     RequestFinished,
@@ -46,6 +47,7 @@ class TelemetryState:
     requests_finished: int = 0
     requests_failed: int = 0
     evictions: int = 0
+    restores: int = 0
     last_pool: PoolSnapshotEvent | None = None
     event_count: int = 0
 
@@ -68,6 +70,7 @@ class RawState:
     requests_finished: int
     requests_failed: int
     evictions: int
+    restores: int
     event_count: int
 
 
@@ -102,6 +105,7 @@ class StateAggregator:
         self.requests_finished = 0
         self.requests_failed = 0
         self.evictions = 0
+        self.restores = 0
         self.event_count = 0
 
     def update(self, event: Event) -> None:
@@ -121,6 +125,8 @@ class StateAggregator:
                 self._add_finished(event)
             case Eviction():
                 self.evictions += 1
+            case Restore():
+                self.restores += 1
             case PoolSnapshotEvent():
                 self.last_pool = event
 
@@ -176,6 +182,7 @@ class StateAggregator:
             requests_finished=self.requests_finished,
             requests_failed=self.requests_failed,
             evictions=self.evictions,
+            restores=self.restores,
             event_count=self.event_count,
         )
 
@@ -198,6 +205,7 @@ def build_state(raw: RawState) -> TelemetryState:
         requests_finished=raw.requests_finished,
         requests_failed=raw.requests_failed,
         evictions=raw.evictions,
+        restores=raw.restores,
         last_pool=raw.last_pool,
         event_count=raw.event_count,
     )

@@ -14,6 +14,7 @@ from telemetry import (
     BlocksFreed,
     EngineStep,
     Eviction,
+    Restore,
     Gather,
     PoolSnapshotEvent,
     RequestFinished,
@@ -60,6 +61,7 @@ ONE_OF_EACH = [
         owners=((4, 0, "a"), (5, 1, "a")),
     ),
     Eviction(agent_id="b", num_blocks=2, reason="spill"),
+    Restore(agent_id="b", num_blocks=2, num_bytes=4096, ms=1.5, num_tokens=300, source="disk"),
 ]
 
 

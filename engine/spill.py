@@ -1,0 +1,132 @@
+"""Agent contexts spilled to disk: one safetensors file per agent, written atomically.
+
+The file holds, per layer, the K/V tokens the agent's blocks held (``k.<layer>``,
+``v.<layer>``: ``[H, T, D]``), its token ids, and metadata that ties it to one cache
+shape. Loading checks all of it: a truncated, foreign or mismatched file raises
+``SpillError`` and the engine falls back to re-prefilling the agent's tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from pool import ModelCacheSpec
+
+from .kv_store import host_view
+
+FORMAT = "blockpool-spill"
+VERSION = 1
+
+
+class SpillError(RuntimeError):
+    """A spill file could not be written or read back."""
+
+
+@dataclass(frozen=True)
+class SpilledContext:
+    """What a spill file gives back."""
+
+    agent_id: str
+    token_ids: list[int]
+    layers: list[tuple[np.ndarray, np.ndarray]]  # per layer: K and V, [H, T, D]
+    num_bytes: int
+    ms: float
+
+
+class SpillStore:
+    """Spill files in one folder, named after their agents."""
+
+    def __init__(self, folder: str | Path, spec: ModelCacheSpec) -> None:
+        self.folder = Path(folder)
+        self.spec = spec
+
+    def path(self, agent_id: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
+        if safe != agent_id:  # keep names that differ only in odd characters apart
+            safe += "-" + hashlib.sha1(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        return self.folder / f"{safe}.safetensors"
+
+    def save(self, agent_id: str, token_ids: list[int], layers: list[tuple[mx.array, mx.array]]) -> tuple[Path, int]:
+        """Write the context atomically; returns the path and bytes written."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpillError(f"cannot create spill folder {self.folder}: {exc.strerror or exc}") from exc
+        arrays: dict[str, mx.array] = {"token_ids": mx.array(np.asarray(token_ids, dtype=np.int32))}
+        for layer_id, (keys, values) in enumerate(layers):
+            arrays[f"k.{layer_id}"], arrays[f"v.{layer_id}"] = keys, values
+        metadata = {
+            "format": FORMAT,
+            "version": str(VERSION),
+            "agent_id": agent_id,
+            "total_tokens": str(len(token_ids)),
+            "spec": self.spec.model_dump_json(),
+        }
+        target = self.path(agent_id)
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.safetensors")
+        try:
+            mx.save_safetensors(str(tmp), arrays, metadata=metadata)
+            os.replace(tmp, target)  # readers see the old file or the new one, never half of one
+        except (OSError, RuntimeError, ValueError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpillError(f"cannot write spill file {target}: {exc}") from exc
+        return target, sum(a.nbytes for a in arrays.values())
+
+    def load(self, agent_id: str) -> SpilledContext:
+        """Read and check an agent's spill file."""
+        tic = time.perf_counter()
+        path = self.path(agent_id)
+        try:
+            arrays, metadata = mx.load(str(path), return_metadata=True)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SpillError(f"spill file {path} is unreadable (missing, truncated or not safetensors): {exc}") from exc
+        self._check_metadata(path, metadata, agent_id)
+        token_ids = np.array(arrays["token_ids"]).astype(np.int64).tolist() if "token_ids" in arrays else None
+        if token_ids is None or len(token_ids) != int(metadata["total_tokens"]):
+            raise SpillError(f"spill file {path} has no token ids matching its total_tokens")
+        layers = [self._layer(path, arrays, layer_id, len(token_ids)) for layer_id in range(self.spec.n_layers)]
+        num_bytes = sum(k.nbytes + v.nbytes for k, v in layers)
+        return SpilledContext(agent_id, token_ids, layers, num_bytes, (time.perf_counter() - tic) * 1000)
+
+    def discard(self, agent_id: str) -> None:
+        """Remove an agent's spill file if there is one (a stale file must never be restored)."""
+        path = self.path(agent_id)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise SpillError(f"cannot remove stale spill file {path}: {exc.strerror or exc}") from exc
+
+    def _check_metadata(self, path: Path, metadata: dict[str, str], agent_id: str) -> None:
+        if metadata.get("format") != FORMAT or metadata.get("version") != str(VERSION):
+            raise SpillError(
+                f"{path} is not a blockpool spill file of version {VERSION} "
+                f"(format={metadata.get('format')!r}, version={metadata.get('version')!r})"
+            )
+        if metadata.get("agent_id") != agent_id:
+            raise SpillError(f"{path} belongs to agent {metadata.get('agent_id')!r}, not {agent_id!r}")
+        try:
+            spec = ModelCacheSpec.model_validate(json.loads(metadata.get("spec", "")))
+        except ValueError as exc:
+            raise SpillError(f"{path} has an unreadable cache spec: {exc}") from exc
+        if spec != self.spec:
+            raise SpillError(f"{path} was written for another model's cache shape ({spec}), not {self.spec}")
+
+    def _layer(self, path: Path, arrays: dict[str, mx.array], layer_id: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+        keys, values = arrays.get(f"k.{layer_id}"), arrays.get(f"v.{layer_id}")
+        want = (self.spec.n_kv_heads, self.spec.tokens_kept(layer_id, total), self.spec.head_dim)
+        if keys is None or values is None or tuple(keys.shape) != want or tuple(values.shape) != want:
+            raise SpillError(f"{path} layer {layer_id}: expected K/V of shape {want}")
+        if keys.dtype != getattr(mx, self.spec.dtype):
+            raise SpillError(f"{path} layer {layer_id}: dtype {keys.dtype}, expected {self.spec.dtype}")
+        return host_view(keys), host_view(values)
