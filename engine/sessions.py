@@ -1,0 +1,263 @@
+"""Conversations that survive restarts: agents, messages and settings in SQLite.
+
+Each turn is written twice: when it starts (the user's message plus an empty reply
+marked ``generating``) and when it ends (the reply, its status, and the context's token
+ids), each in its own transaction. A process killed mid-reply therefore leaves a reply
+still marked ``generating``; opening the database marks it ``interrupted``, so it is
+never mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+DATA_DIR_ENV = "BLOCKPOOL_DATA_DIR"
+SCHEMA_VERSION = 1
+Status = Literal["complete", "generating", "interrupted", "cancelled", "error"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    model TEXT NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS agents (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    system_prompt TEXT NOT NULL DEFAULT '',
+    closed INTEGER NOT NULL DEFAULT 0,
+    context_tokens BLOB NOT NULL DEFAULT x'',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content TEXT NOT NULL,
+    status TEXT NOT NULL,
+    finish_reason TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_agent ON messages(agent_id, id);
+"""
+
+
+class SessionStoreError(RuntimeError):
+    """The session database cannot be opened or written."""
+
+
+def data_dir() -> Path:
+    """``$BLOCKPOOL_DATA_DIR``, else the platform's user data folder."""
+    if explicit := os.environ.get(DATA_DIR_ENV):
+        return Path(explicit).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "blockpool"
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "blockpool"
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    role: Literal["user", "assistant"]
+    content: str
+    status: Status
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    id: int
+    session_id: int
+    name: str
+    system_prompt: str
+    closed: bool
+    context_tokens: list[int]
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: int
+    created_at: float
+    updated_at: float
+    model: str
+    settings: dict[str, Any]
+
+
+class SessionStore:
+    """One SQLite database of sessions (default: ``<data dir>/sessions.db``)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else data_dir() / "sessions.db"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # A reply still 'generating' when we open was cut off by a crash.
+            self._db.execute("UPDATE messages SET status='interrupted' WHERE status='generating'")
+        except (OSError, sqlite3.Error) as exc:
+            raise SessionStoreError(
+                f"cannot open the session database {self.path}: {exc}; set {DATA_DIR_ENV} "
+                "to a writable folder"
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise SessionStoreError(f"cannot write the session database {self.path}: {exc}") from exc
+
+    # -- sessions and agents -------------------------------------------------------
+
+    def new_session(self, model: str, settings: dict[str, Any] | None = None) -> int:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO sessions (created_at, updated_at, model, settings) VALUES (?, ?, ?, ?)",
+                (now, now, model, json.dumps(settings or {})),
+            )
+        return int(cur.lastrowid)
+
+    def last_session(self) -> SessionRecord | None:
+        row = self._db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, id DESC LIMIT 1").fetchone()
+        return None if row is None else _session(row)
+
+    def session(self, session_id: int) -> SessionRecord:
+        row = self._db.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+        if row is None:
+            raise SessionStoreError(f"no session {session_id} in {self.path}")
+        return _session(row)
+
+    def sessions(self) -> list[SessionRecord]:
+        return [_session(r) for r in self._db.execute("SELECT * FROM sessions ORDER BY id")]
+
+    def add_agent(self, session_id: int, name: str, system_prompt: str = "") -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO agents (session_id, name, system_prompt, created_at) VALUES (?, ?, ?, ?)",
+                (session_id, name, system_prompt, time.time()),
+            )
+            self._touch(db, session_id)
+        return int(cur.lastrowid)
+
+    def rename_agent(self, agent_id: int, name: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE agents SET name=? WHERE id=?", (name, agent_id))
+
+    def close_agent(self, agent_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE agents SET closed=1 WHERE id=?", (agent_id,))
+
+    def agents(self, session_id: int, *, include_closed: bool = False) -> list[AgentRecord]:
+        rows = self._db.execute(
+            "SELECT id, session_id, name, system_prompt, closed, context_tokens FROM agents "
+            "WHERE session_id=? AND (closed=0 OR ?) ORDER BY id",
+            (session_id, include_closed),
+        )
+        return [AgentRecord(r[0], r[1], r[2], r[3], bool(r[4]), _tokens(r[5])) for r in rows]
+
+    # -- turns -----------------------------------------------------------------------
+
+    def begin_turn(self, agent_id: int, user_text: str) -> int:
+        """Store the user's message and an empty reply marked ``generating``; returns the reply's id."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO messages (agent_id, role, content, status, created_at) VALUES (?, 'user', ?, 'complete', ?)",
+                (agent_id, user_text, now),
+            )
+            cur = db.execute(
+                "INSERT INTO messages (agent_id, role, content, status, created_at) "
+                "VALUES (?, 'assistant', '', 'generating', ?)",
+                (agent_id, now),
+            )
+            self._touch_agent(db, agent_id)
+        return int(cur.lastrowid)
+
+    def finish_turn(
+        self,
+        reply_id: int,
+        text: str,
+        status: Status,
+        *,
+        finish_reason: str | None = None,
+        context_tokens: list[int] | None = None,
+    ) -> None:
+        """Store the reply and, for a kept turn, the agent's context token ids, atomically."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE messages SET content=?, status=?, finish_reason=? WHERE id=?",
+                (text, status, finish_reason, reply_id),
+            )
+            if context_tokens is not None:
+                db.execute(
+                    "UPDATE agents SET context_tokens=? WHERE id=(SELECT agent_id FROM messages WHERE id=?)",
+                    (array("i", context_tokens).tobytes(), reply_id),
+                )
+
+    def messages(self, agent_id: int) -> list[Message]:
+        rows = self._db.execute(
+            "SELECT id, role, content, status, finish_reason FROM messages WHERE agent_id=? ORDER BY id",
+            (agent_id,),
+        )
+        return [Message(*r) for r in rows]
+
+    def integrity_check(self) -> str:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def _touch_agent(self, db: sqlite3.Connection, agent_id: int) -> None:
+        db.execute(
+            "UPDATE sessions SET updated_at=? WHERE id=(SELECT session_id FROM agents WHERE id=?)",
+            (time.time(), agent_id),
+        )
+
+    def _touch(self, db: sqlite3.Connection, session_id: int) -> None:
+        db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (time.time(), session_id))
+
+
+def export_markdown(store: SessionStore, agent: AgentRecord) -> str:
+    """One agent's conversation as Markdown."""
+    lines = [f"# {agent.name}", ""]
+    if agent.system_prompt:
+        lines += [f"> System: {agent.system_prompt}", ""]
+    for message in store.messages(agent.id):
+        title = "User" if message.role == "user" else "Assistant"
+        note = "" if message.status == "complete" else f" *({message.status})*"
+        lines += [f"## {title}{note}", "", message.content or "_(no text)_", ""]
+    return "\n".join(lines)
+
+
+def _session(row: tuple) -> SessionRecord:
+    return SessionRecord(row[0], row[1], row[2], row[3], json.loads(row[4] or "{}"))
+
+
+def _tokens(blob: bytes) -> list[int]:
+    values = array("i")
+    values.frombytes(blob or b"")
+    return values.tolist()
