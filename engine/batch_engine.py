@@ -282,8 +282,15 @@ class BlockPoolBatchEngine:
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         """Token ids of a prompt, tokenized exactly as ``mlx_lm.generate`` would."""
         if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("prompt is empty: give some text or token ids")
+            if not prompt.strip():
+                raise ValueError("prompt is empty or only whitespace: give some text or token ids")
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"prompt is not valid Unicode text ({exc.reason} at index {exc.start}); "
+                    "remove the lone surrogate characters"
+                ) from exc
             bos = self.tokenizer.bos_token
             add_special = bos is None or not prompt.startswith(bos)
             ids = list(self.tokenizer.encode(prompt, add_special_tokens=add_special))

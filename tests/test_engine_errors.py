@@ -22,10 +22,37 @@ def engine(default_model, default_spec):
     return make_engine(default_model, default_spec, 200)
 
 
-@pytest.mark.parametrize("prompt", ["", []], ids=["empty-text", "empty-ids"])
+@pytest.mark.parametrize("prompt", ["", " \n\t ", []], ids=["empty-text", "whitespace", "empty-ids"])
 def test_empty_prompt_rejected(engine, prompt):
     with pytest.raises(ValueError, match="prompt is empty"):
         engine.submit("a", prompt)
+
+
+def test_invalid_surrogates_rejected_control_characters_accepted(engine):
+    with pytest.raises(ValueError, match="not valid Unicode text .* index 6"):
+        engine.submit("a", "hello \ud800 world")
+    done = run_alone(engine, "ctl", "bell\x07 tab\t nul\x00 escape\x1b[31m red", max_tokens=2)
+    assert done.finish_reason in ("stop", "length")
+
+
+def test_fifty_thousand_token_prompt_rejected_with_numbers(engine):
+    with pytest.raises(ValueError, match=r"a context of 50000 tokens needs 5880 blocks but the whole pool has 200"):
+        engine.submit("a", [100 + i % 1000 for i in range(50_000)])
+    assert not engine.has_work()
+
+
+def test_closing_agent_mid_generation_frees_everything(default_model, default_spec):
+    engine = make_engine(default_model, default_spec, 200)
+    first = run_alone(engine, "a", "Hello!", max_tokens=2)
+    uid = engine.submit("a", " The quick brown fox", first.blocks, max_tokens=40)
+    while not engine.step_once().deltas:
+        pass
+    engine.close_agent("a")
+    (done,) = [c for c in engine.step() if c.uid == uid]
+    assert done.finish_reason == "cancelled"
+    assert engine.pool.used_blocks() == 0 and engine.agent_blocks("a") is None
+    with pytest.raises(ValueError, match="was closed"):
+        engine.submit("a", "still there?")
 
 
 def test_bad_arguments_rejected(engine):
@@ -73,7 +100,7 @@ def test_pool_running_out_mid_generation_keeps_previous_context(default_model, d
     prompt = list(range(2000, 2250))  # 250 tokens: generation crosses the 256 boundary
     done = run_alone(engine, "a", prompt, max_tokens=20)
     assert done.finish_reason == "error"
-    assert "block pool full after" in done.error and "requested 30 blocks, 0 free" in done.error
+    assert "block pool full after 6 tokens: needs 30 more blocks, 0 free of 30" in done.error
     assert done.blocks.total_tokens == 0  # the fresh context never got the failed turn
     assert engine.pool.used_blocks() == 0
 
