@@ -357,22 +357,25 @@ class BlockPoolBatchEngine:
     def _admit(self, completions: list[Completion]) -> None:
         """Move submitted requests into the generator, gathering their contexts.
 
-        A request the pool cannot hold yet (after spilling idle agents) waits at the
-        head of the queue until running requests finish and free blocks.
+        A request the pool cannot hold yet (after spilling idle agents) keeps its place
+        in the queue while later ones that fit go ahead; it starts when running
+        requests finish and free blocks.
         """
         with self._lock:
             self._waiting.extend(self._inbox)
             self._inbox.clear()
+        blocked: list[Request] = []
         while self._waiting and len(self._active) < self.max_batch_size:
-            request = self._waiting[0]
+            request = self._waiting.popleft()
             outcome = self._start(request)
             if outcome is _BLOCKED:
-                if self._active:
-                    return
-                outcome = self._no_room_message(request)
-            self._waiting.popleft()
-            if outcome is not None:
+                blocked.append(request)
+            elif outcome is not None:
                 completions.append(self._finish(request, "error", error=outcome))
+        if blocked and not self._active:  # nothing running will ever free blocks for it
+            head = blocked.pop(0)
+            completions.append(self._finish(head, "error", error=self._no_room_message(head)))
+        self._waiting.extendleft(reversed(blocked))
 
     def _start(self, request: Request) -> str | object | None:
         """Start a request: None when started, an error message, or _BLOCKED."""
@@ -413,10 +416,12 @@ class BlockPoolBatchEngine:
         )
 
     def _evictable(self) -> list[AgentBlocks]:
-        """Idle agents whose blocks may be spilled: none with a request in flight."""
-        with self._lock:
-            busy = set(self._busy)
-        return [a for a_id, a in self._agents.items() if a_id not in busy and a.num_blocks()]
+        """Agents whose blocks may be spilled: none with a request in the batch.
+
+        A queued request's agent may go: its turn restores the context when it starts.
+        """
+        running = {r.agent_id for r in self._active.values()}
+        return [a for a_id, a in self._agents.items() if a_id not in running and a.num_blocks()]
 
     def _context_for(self, request: Request) -> AgentBlocks | str:
         """The agent's context this turn continues (or a fresh one), or an error message."""

@@ -72,7 +72,8 @@ class Residency:
             return True
         except PoolExhausted:
             needed = sum(self.writer.blocks_needed(agent, reserved, context_tokens).values())
-        for victim in sorted(evictable(), key=lambda a: self.last_used.get(a.agent_id, 0.0)):
+        victims = [a for a in evictable() if a.agent_id != agent.agent_id]
+        for victim in sorted(victims, key=lambda a: self.last_used.get(a.agent_id, 0.0)):
             if self.pool.free_blocks() >= needed:
                 break
             self.spill_agent(victim, reason=f"room for {agent.agent_id!r}")
