@@ -1,0 +1,248 @@
+"""blockpool-tui driven with Pilot over the real default model (small pools, short replies)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from tui.app import BlockpoolApp
+from tui.screens import ConfirmScreen, TextPromptScreen
+from tui.settings import TuiSettings
+from tui.widgets import BlockMap
+
+WAIT_S = 90.0
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+    for name in ("MODEL", "BLOCKS", "KV_MEMORY", "MAX_TOKENS", "AGENTS", "SYSTEM", "TEMPERATURE", "KEYMAP"):
+        monkeypatch.delenv(f"BLOCKPOOL_{name}", raising=False)
+
+
+def make_app(default_model, **settings) -> BlockpoolApp:
+    values = {"agents": 2, "blocks": 200, "max_tokens": 6, **settings}
+    return BlockpoolApp(TuiSettings(**values), loaded_model=default_model)
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {condition.__doc__ or condition}")
+        await pilot.pause(0.05)
+
+
+def capture_notifications(app: BlockpoolApp) -> list[str]:
+    seen: list[str] = []
+    original = app.notify
+
+    def notify(message: str, **kwargs) -> None:
+        seen.append(message)
+        original(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return seen
+
+
+def map_colours(app: BlockpoolApp) -> set[str]:
+    """Colours of the cells the block map draws right now."""
+    app.refresh_panels()
+    grid = app.query_one(BlockMap)
+    colours = set()
+    for y in range(grid.size.height):
+        for segment in grid.render_line(y):
+            if segment.style is not None and segment.style.color is not None and segment.text in "█▒":
+                colours.add(segment.style.color.name)
+    return colours
+
+
+async def send(pilot: Pilot, text: str) -> None:
+    """Type ``text`` into the input on screen (all at once: keypresses are slow here) and press Enter."""
+    app: BlockpoolApp = pilot.app  # type: ignore[assignment]
+    field = app.screen.query_one(Input) if app.screen.is_modal else app.pane(app.active_agent.agent_id).input
+    await wait_for(pilot, lambda: app.focused is field)
+    field.insert_text_at_cursor(text)
+    await pilot.press("enter")
+
+
+async def test_two_agents_stream_complete_and_closing_frees_blocks(default_model):
+    app = make_app(default_model)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        first, second = list(app.roster)
+        await send(pilot, "Hi")
+        await pilot.press("f6")
+        await send(pilot, "Hello")
+        streamed: set[str] = set()
+
+        def both_done() -> bool:
+            for agent in (first, second):
+                partial = app.pane(agent.agent_id).reply_text
+                if agent.status == "generating" and partial:
+                    streamed.add(agent.agent_id)
+            return not first.busy and not second.busy
+
+        await wait_for(pilot, both_done)
+        assert streamed == {first.agent_id, second.agent_id}
+        for agent, user_text in ((first, "Hi"), (second, "Hello")):
+            assert agent.status == "idle"
+            assert [t.role for t in agent.conversation.turns] == ["user", "assistant"]
+            assert agent.conversation.turns[0].content == user_text
+            assert agent.conversation.turns[1].content.strip()
+
+        await wait_for(pilot, lambda: app.stats is not None and len(app.stats.pool.agent_usage()) == 2)
+        assert {first.colour, second.colour} <= map_colours(app)
+        usage = app.stats.pool.agent_usage()
+        used_before = app.stats.pool.used_blocks()
+
+        await pilot.press("f4")  # the active agent is the second one
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: second.agent_id not in app.stats.pool.agent_usage())
+        assert app.stats.pool.used_blocks() == used_before - usage[second.agent_id]
+        assert [a.agent_id for a in app.roster] == [first.agent_id]
+        assert second.colour not in map_colours(app)
+
+
+async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):
+    app = make_app(default_model, agents=1, max_tokens=12)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        (agent,) = list(app.roster)
+        await send(pilot, "Write a long story about a dragon and a lighthouse.")
+        pane = app.pane(agent.agent_id)
+        await wait_for(pilot, lambda: len((pane.reply_text or "").split()) >= 2)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not agent.busy)
+        reply = agent.conversation.turns[-1].content
+        assert 0 < len(reply.split()) < 12
+        engine = app.worker.engine
+        context_ids = engine.agent_blocks(agent.agent_id).token_ids
+        assert engine.tokenizer.decode(context_ids) == agent.conversation.context_text
+
+        app.settings.max_tokens = 3  # the next turn only has to show the agent still works
+        await send(pilot, "Thanks.")
+        await wait_for(pilot, lambda: not agent.busy)
+        assert agent.status == "idle"
+        assert len(agent.conversation.turns) == 4
+        context_ids = engine.agent_blocks(agent.agent_id).token_ids
+        assert engine.tokenizer.decode(context_ids) == agent.conversation.context_text
+
+
+async def test_broadcast_sends_one_prompt_to_every_agent(default_model):
+    app = make_app(default_model, agents=3, max_tokens=4)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPromptScreen))
+        await send(pilot, "Name a colour.")
+        agents = list(app.roster)
+        await wait_for(pilot, lambda: all(a.conversation.turns for a in agents) and not any(a.busy for a in agents))
+        assert [a.conversation.turns[0].content for a in agents] == ["Name a colour."] * 3
+        batch_sizes = [e.batch_size for e in app.recorder.events("engine_step")]
+        assert max(batch_sizes) >= 2
+
+
+def prompt_of_tokens(tokenizer, num_tokens: int) -> str:
+    """A user message whose chat-template text is ``num_tokens`` tokens long (with the default system prompt)."""
+    words = 1
+    while True:
+        text = " ".join(["lighthouse"] * words)
+        messages = [{"role": "system", "content": TuiSettings().system}, {"role": "user", "content": text}]
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if len(tokenizer.encode(rendered, add_special_tokens=False)) >= num_tokens:
+            return text
+        words += 1
+
+
+async def test_bad_input_never_loses_text_and_a_failed_reply_leaves_the_agent_usable(default_model):
+    # 30 blocks: one block per layer, so a context holds at most 256 tokens.
+    app = make_app(default_model, agents=1, blocks=30, max_tokens=16)
+    async with app.run_test(size=(140, 40)) as pilot:
+        notes = capture_notifications(app)
+        await wait_for(pilot, lambda: app.ready)
+        (agent,) = list(app.roster)
+        pane = app.pane(agent.agent_id)
+        await pilot.press("enter")  # an empty message is ignored
+        assert not agent.busy and not notes
+
+        too_long = "lighthouse " * 300
+        await send(pilot, too_long)
+        await wait_for(pilot, lambda: bool(notes) and not pane.query(".messages ChatMessage"))
+        assert "whole pool has 30" in notes[0]
+        assert pane.input.value == too_long
+        assert agent.status == "idle" and not agent.conversation.turns
+
+        # Fits when sent, but the reply crosses 256 tokens and the pool has no second block per layer.
+        near_limit = prompt_of_tokens(app.worker.engine.tokenizer, 250)
+        pane.input.value = ""
+        await send(pilot, near_limit)
+        await wait_for(pilot, lambda: agent.status == "error")
+        assert "block pool full" in agent.error
+        assert any("block pool full" in n for n in notes)
+        assert pane.input.value == near_limit  # back in the input, ready to edit
+        assert not agent.conversation.turns
+
+        pane.input.value = ""
+        await send(pilot, "Hi")
+        await wait_for(pilot, lambda: len(agent.conversation.turns) == 2 and not agent.busy)
+        assert agent.status == "idle" and agent.error is None
+
+
+async def test_pool_pressure_spills_an_idle_agent_and_its_chat_continues(default_model):
+    # 45 blocks: one context takes 30 (one per layer), so the idle agent is spilled to make room.
+    app = make_app(default_model, agents=2, blocks=45, max_tokens=4)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        first, second = list(app.roster)
+        await send(pilot, "Hi")
+        await wait_for(pilot, lambda: len(first.conversation.turns) == 2)
+        await pilot.press("f6")
+        await send(pilot, "Hello")
+        await wait_for(pilot, lambda: len(second.conversation.turns) == 2 and first.spilled)
+        assert first.num_blocks == 0 and first.context_tokens > 0
+
+        await pilot.press("shift+f6")
+        await send(pilot, "And you?")  # continues the spilled context: restored, not restarted
+        await wait_for(pilot, lambda: len(first.conversation.turns) == 4 and not first.busy)
+        await wait_for(pilot, lambda: not first.spilled)
+        assert first.status == "idle"
+        engine = app.worker.engine
+        context_ids = engine.agent_blocks(first.agent_id).token_ids
+        assert engine.tokenizer.decode(context_ids) == first.conversation.context_text
+        assert app.stats.telemetry.evictions >= 2
+
+
+async def test_quitting_while_generating_stops_the_engine_thread(default_model):
+    app = make_app(default_model, agents=1, max_tokens=200)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        (agent,) = list(app.roster)
+        await send(pilot, "Tell me a long story.")
+        await wait_for(pilot, lambda: agent.status == "generating")
+        pressed_s = time.monotonic()
+        await pilot.press("ctrl+q")
+    # The step in flight finishes, then the thread stops: within a second unless
+    # the machine is so loaded that a single step takes longer than that.
+    longest_step_s = max(e.ms for e in app.recorder.events("engine_step")) / 1000
+    app.worker.join(timeout=longest_step_s + 1)
+    assert not app.worker.is_alive()
+    assert app.worker.finished_s - pressed_s < max(1.0, longest_step_s + 0.3)
+
+
+async def test_unknown_model_exits_with_status_2():
+    app = BlockpoolApp(TuiSettings(model="no-such-model", agents=1))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.return_code is not None, timeout_s=60)
+    assert app.return_code == 2

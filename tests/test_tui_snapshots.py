@@ -1,0 +1,121 @@
+"""How blockpool-tui looks (snap_compare), driven by the scripted engine so every run is identical.
+
+The scripted engine stands in for the model only here, to fix the text and the
+timings on screen; behaviour is tested against the real model in test_tui_app.py.
+Update the SVGs with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from tui.app import BlockpoolApp
+from tui.scripted import ScriptedEngine
+from tui.settings import TuiSettings
+
+SIZE = (140, 40)
+REPLIES = (
+    "A **block** holds the keys and values of 16 tokens for one layer. Each agent's context is a list "
+    "of blocks per layer, so contexts grow without copying.",
+    "Paging means the pool hands out fixed-size blocks on demand and takes them back when a "
+    "conversation closes:\n\n- no fragmentation\n- cheap to share\n- easy to count",
+    "Closing an agent gives all of its blocks back to the pool at once.",
+    "Hello! I am agent two. Ask me anything about the cache.",
+    "Sliding-window layers keep only their last 64 tokens, so they never need more than four "
+    "blocks each, while global layers keep growing with the context.",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(monkeypatch):
+    # A fixed path that does not exist: the help screen shows it.
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", "/nonexistent/blockpool/config.toml")
+
+
+def scripted_app(*, total_blocks: int = 320, agents: int = 2) -> BlockpoolApp:
+    def factory(progress, recorder):
+        return ScriptedEngine(replies=REPLIES, total_blocks=total_blocks, recorder=recorder)
+
+    settings = TuiSettings(model="scripted", agents=agents, max_tokens=64, system="You are concise.")
+    app = BlockpoolApp(settings, engine_factory=factory)
+    app.animation_level = "none"
+    return app
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        await pilot.pause(0.02)
+
+
+async def settle(pilot: Pilot) -> None:
+    """Wait for the engine to go idle and its last stats, then draw the panels once."""
+    app: BlockpoolApp = pilot.app  # type: ignore[assignment]
+    engine = app.worker.engine
+    await wait_for(pilot, lambda: app.ready and not engine.has_work() and app.worker.commands.empty())
+    await pilot.pause(0.3)  # the worker posts its final stats when it goes idle
+    for field in app.query(Input):
+        field.cursor_blink = False
+    app.refresh_panels()
+    await pilot.pause()
+
+
+async def say(pilot: Pilot, agent_index: int, text: str, *, held_after: int | None = None) -> None:
+    """Send ``text`` from one agent's input; wait for the reply (or its first ``held_after`` words)."""
+    app: BlockpoolApp = pilot.app  # type: ignore[assignment]
+    agent = list(app.roster)[agent_index]
+    pane = app.pane(agent.agent_id)
+    app.activate(agent.agent_id)
+    pane.input.value = text
+    await pilot.press("enter")
+    if held_after is None:
+        await wait_for(pilot, lambda: not agent.busy)
+    else:
+        await wait_for(pilot, lambda: len((pane.reply_text or "").split()) == held_after)
+    await settle(pilot)
+
+
+def test_main_screen_idle(snap_compare):
+    assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_two_agents_mid_conversation(snap_compare):
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        await say(pilot, 0, "What is a KV block?")
+        await say(pilot, 0, "And why page them?")
+        await say(pilot, 0, "What happens when I close you?")
+        await say(pilot, 1, "Hello there")
+        app: BlockpoolApp = pilot.app  # type: ignore[assignment]
+        second = list(app.roster)[1]
+        app.worker.engine.hold_after[second.agent_id] = 9  # the reply stops mid-stream
+        await say(pilot, 1, "What about sliding windows?", held_after=9)
+
+    assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare):
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_error_notification_keeps_the_text(snap_compare):
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        app: BlockpoolApp = pilot.app  # type: ignore[assignment]
+        pane = app.pane(list(app.roster)[0].agent_id)
+        pane.input.value = "tell me everything " * 40
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pane.input.value != "")  # cleared on send, restored on refusal
+        await settle(pilot)
+
+    assert snap_compare(scripted_app(total_blocks=24, agents=1), terminal_size=SIZE, run_before=run_before)

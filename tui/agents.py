@@ -1,0 +1,94 @@
+"""The app's own record of each agent: name, colour, status, conversation, queue.
+
+Lives on the UI thread only; the engine thread learns about agents from commands.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tui.chat import Conversation, TurnPlan
+
+AgentStatus = Literal["idle", "queued", "prefilling", "generating", "error"]
+
+# Distinct on dark and light themes; agents past the eighth reuse them.
+PALETTE = ("#e5534b", "#57ab5a", "#539bf5", "#daaa3f", "#b083f0", "#39c5cf", "#f69d50", "#fc8dc7")
+
+
+@dataclass
+class Agent:
+    agent_id: str  # the engine's id: never reused, even after a close
+    name: str
+    colour: str
+    conversation: Conversation
+    status: AgentStatus = "idle"
+    error: str | None = None
+    context_tokens: int = 0
+    num_blocks: int = 0
+    spilled: bool = False  # the engine moved its context to disk to make room
+    prefill: tuple[int, int] | None = None
+    in_flight: TurnPlan | None = None
+    pending: deque[str] = field(default_factory=deque)
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight is not None
+
+    @property
+    def holds_conversation(self) -> bool:
+        return bool(self.conversation.turns or self.pending or self.busy or self.num_blocks)
+
+
+class Roster:
+    """Agents in the order they were opened."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, Agent] = {}
+        self._serial = itertools.count(1)
+
+    def open(self, system: str, name: str | None = None) -> Agent:
+        serial = next(self._serial)
+        agent = Agent(f"agent-{serial}", name or f"agent {serial}", PALETTE[(serial - 1) % len(PALETTE)],
+                      Conversation(system=system))
+        self._agents[agent.agent_id] = agent
+        return agent
+
+    def close(self, agent_id: str) -> Agent | None:
+        return self._agents.pop(agent_id, None)
+
+    def get(self, agent_id: str | None) -> Agent | None:
+        return self._agents.get(agent_id) if agent_id is not None else None
+
+    def colours(self) -> dict[str, str]:
+        return {a.agent_id: a.colour for a in self._agents.values()}
+
+    def __iter__(self) -> Iterator[Agent]:
+        return iter(list(self._agents.values()))
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """What the agent list shows of one agent (an immutable copy for the widget)."""
+
+    agent_id: str
+    name: str
+    colour: str
+    status: AgentStatus
+    error: str | None
+    context_tokens: int
+    num_blocks: int
+    spilled: bool
+    num_pending: int
+    prefill: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentRow:
+        return cls(agent.agent_id, agent.name, agent.colour, agent.status, agent.error,
+                   agent.context_tokens, agent.num_blocks, agent.spilled, len(agent.pending), agent.prefill)

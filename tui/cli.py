@@ -1,0 +1,65 @@
+"""Command line of blockpool-tui: argparse in front of ``TuiSettings``."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tui.settings import CONFIG_ENV, TuiSettings, config_path
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run; main() prints it and exits with status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blockpool-tui",
+        description=(
+            "Chat with several agents at once over one paged KV cache and watch the block pool live. "
+            "Every option can also come from BLOCKPOOL_<NAME> environment variables or from "
+            f"{config_path()} (override with ${CONFIG_ENV}); the command line wins."
+        ),
+    )
+    parser.add_argument("--model", metavar="NAME",
+                        help="model: a .gguf file, an mlx-lm directory or hub id, or 'gemma3-270m' "
+                             "(default: the embedded SmolLM2-135M-Instruct)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--blocks", metavar="N", type=int, help="KV pool size in blocks (one layer, block_tokens tokens)")
+    size.add_argument("--kv-memory", metavar="SIZE", help="KV pool size as memory, e.g. 512MiB or 2GB (default 512MiB)")
+    parser.add_argument("--max-tokens", metavar="N", type=int, help="tokens per reply at most (default 256)")
+    parser.add_argument("--agents", metavar="N", type=int, help="agents open at start (default 2)")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt of new agents")
+    parser.add_argument("--temperature", metavar="T", type=float, help="sampling temperature, 0 = greedy (default 0)")
+    parser.add_argument("--telemetry-log", metavar="FILE", type=Path, help="append telemetry events (JSONL) to FILE")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> TuiSettings:
+    """Settings from ``argv`` plus environment and config file; raises SettingsError."""
+    args = vars(build_parser().parse_args(argv))
+    given = {name: value for name, value in args.items() if value is not None}
+    # A pool size on the command line replaces any size from env or file.
+    if args["blocks"] is not None:
+        given["kv_memory"] = None
+    elif args["kv_memory"] is not None:
+        given["blocks"] = None
+    try:
+        return TuiSettings(**given)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {config_path()} is not valid TOML: {exc}") from exc
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        option = f"--{where.replace('_', '-')}" if where != "settings" else "settings"
+        lines.append(f"{option}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(lines)

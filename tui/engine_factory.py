@@ -1,0 +1,37 @@
+"""Builds the real engine from settings, on the engine thread.
+
+MLX is imported inside ``build`` and nowhere above it, so ``blockpool-tui`` can
+re-exec itself with OpenBLAS preloaded before MLX loads (see engine.fastblas).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telemetry import Recorder
+
+from tui.settings import TuiSettings
+from tui.worker import Engine, EngineFactory, Progress
+
+
+def engine_factory(settings: TuiSettings, *, loaded_model: tuple[Any, Any] | None = None) -> EngineFactory:
+    """A factory loading ``settings.model`` (or using ``loaded_model``) into a new pool and engine."""
+
+    def build(progress: Progress, recorder: Recorder) -> Engine:
+        import engine  # lazy: loads MLX
+        from pool import BlockPool, ModelCacheSpec
+
+        if loaded_model is None:
+            progress(f"loading {settings.model or 'SmolLM2-135M-Instruct (embedded)'}…", 0.0)
+            model, tokenizer = engine.load_model(settings.model, progress=progress)
+        else:
+            model, tokenizer = loaded_model
+        progress("building the block pool…", 0.95)
+        spec = ModelCacheSpec.from_model(model)
+        if settings.blocks is not None:
+            pool = BlockPool(spec, settings.blocks)
+        else:
+            pool = BlockPool.from_memory_budget(spec, settings.kv_memory_bytes)
+        return engine.BlockPoolBatchEngine(model, tokenizer, pool, spec, recorder=recorder)
+
+    return build

@@ -1,0 +1,177 @@
+"""The app's side of the engine conversation: sending turns, and the messages the engine thread posts.
+
+A mixin of ``BlockpoolApp``, kept apart so that the app file holds layout and keys.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tui.agents import Agent, Roster
+from tui.chat import Renderer, TurnOutcome, plan_turn, record_failure, record_turn
+from tui.messages import (
+    EngineFailed,
+    EngineReady,
+    EngineStats,
+    ModelLoading,
+    RequestFailed,
+    RequestFinished,
+    Submitted,
+    SubmitFailed,
+    SubmitTurn,
+    TokensGenerated,
+)
+from tui.settings import TuiSettings
+from tui.widgets import ChatPane, ModelStatus
+from tui.worker import EngineWorker
+
+if TYPE_CHECKING:
+    from textual.app import App
+    from textual.screen import Screen
+    from textual.widgets import TabbedContent
+
+    _AppBase = App[None]
+else:
+    _AppBase = object
+
+FINISH_NOTES = {"stop": "", "length": "max tokens reached", "cancelled": "cancelled"}
+
+
+class EngineLink(_AppBase):
+    """Turns typed messages into engine commands and engine messages into chat updates."""
+
+    settings: TuiSettings
+    roster: Roster
+    worker: EngineWorker | None
+    stats: EngineStats | None
+    ready: bool
+    _render_template: Renderer | None
+    _eos_text: str
+    _user_messages: dict[str, Any]  # agent id -> its in-flight user ChatMessage
+
+    if TYPE_CHECKING:  # provided by BlockpoolApp
+        main_screen: Screen
+        tabs: TabbedContent
+
+        def pane(self, agent_id: str) -> ChatPane: ...
+
+    # -- sending ------------------------------------------------------------------
+
+    async def on_chat_pane_sent(self, event: ChatPane.Sent) -> None:
+        agent = self.roster.get(event.agent_id)
+        if agent is not None:
+            await self.send(agent, event.text)
+
+    async def send(self, agent: Agent, text: str) -> None:
+        """Send now if the agent is free, else queue visibly; blank text is ignored."""
+        if not text.strip():
+            return
+        pane = self.pane(agent.agent_id)
+        pane.clear_input()
+        if agent.busy or agent.pending or not self.ready:
+            agent.pending.append(text)
+            await pane.add_queued(text)
+            return
+        await self._submit(agent, text)
+
+    async def _submit(self, agent: Agent, text: str) -> None:
+        assert self.worker is not None and self._render_template is not None
+        plan = plan_turn(agent.conversation, text, self._render_template)
+        agent.in_flight, agent.status, agent.error, agent.prefill = plan, "queued", None, None
+        pane = self.pane(agent.agent_id)
+        self._user_messages[agent.agent_id] = await pane.add_user(text)
+        await pane.begin_reply()
+        self.worker.send(SubmitTurn(agent.agent_id, text, plan.prompt, plan.continues,
+                                    self.settings.max_tokens, self.settings.temperature))
+
+    async def _send_next(self, agent: Agent) -> None:
+        if agent.pending and not agent.busy and self.ready and self.roster.get(agent.agent_id) is agent:
+            text = agent.pending.popleft()
+            await self.pane(agent.agent_id).pop_queued()
+            await self._submit(agent, text)
+
+    # -- messages from the engine thread ----------------------------------------
+
+    def on_model_loading(self, message: ModelLoading) -> None:
+        self.main_screen.query_one(ModelStatus).show(message.text, message.fraction)
+
+    async def on_engine_ready(self, message: EngineReady) -> None:
+        self.ready = True
+        self._render_template, self._eos_text = message.render, message.eos_text
+        self.sub_title = f"{self.settings.model or 'SmolLM2-135M-Instruct'} · {message.description}"
+        self.main_screen.query_one(ModelStatus).display = False
+        for agent in self.roster:
+            await self._send_next(agent)
+
+    def on_engine_failed(self, message: EngineFailed) -> None:
+        if not self.ready:
+            self.exit(return_code=2, message=f"blockpool-tui: error: {message.error}")
+            return
+        self.ready = False
+        self.notify(message.error, title="Engine stopped", severity="error", timeout=30)
+
+    def on_submitted(self, message: Submitted) -> None:
+        if (agent := self.roster.get(message.agent_id)) is not None and agent.status == "queued":
+            self.pane(agent.agent_id).reply_status("queued in the engine")
+
+    async def on_submit_failed(self, message: SubmitFailed) -> None:
+        agent = self.roster.get(message.agent_id)
+        if agent is None:
+            return
+        self.notify(message.error, title=f"{agent.name}: not sent", severity="error", timeout=10)
+        pane = self.pane(agent.agent_id)
+        pane.restore_input(message.text)
+        if agent.in_flight is not None:
+            record_failure(agent.conversation, agent.in_flight, agent.context_tokens)
+        agent.in_flight, agent.status = None, "idle"
+        await pane.drop_turn(self._user_messages.pop(agent.agent_id, None))
+
+    async def on_tokens_generated(self, message: TokensGenerated) -> None:
+        for agent_id, (done, total) in message.prefill.items():
+            if (agent := self.roster.get(agent_id)) is not None and agent.busy:
+                agent.status, agent.prefill = "prefilling", (done, total)
+                self.pane(agent_id).reply_status(f"reading prompt {done}/{total}")
+        for agent_id, text in message.text.items():
+            if (agent := self.roster.get(agent_id)) is not None and agent.busy:
+                if agent.status != "generating":
+                    agent.status, agent.prefill = "generating", None
+                    self.pane(agent_id).reply_status("")
+                # Only the chat on screen re-renders per step; the others catch up when shown.
+                await self.pane(agent_id).append_reply(text, on_screen=agent_id == self.tabs.active)
+
+    async def on_request_finished(self, message: RequestFinished) -> None:
+        agent = self.roster.get(message.agent_id)
+        if agent is None or agent.in_flight is None:
+            return
+        outcome = TurnOutcome(message.text, message.finish_reason, message.cached_tokens, message.prompt_tokens,
+                              message.generated_tokens, message.context_tokens, message.ends_with_eos)
+        record_turn(agent.conversation, agent.in_flight, outcome, self._eos_text)
+        agent.in_flight, agent.status, agent.prefill = None, "idle", None
+        agent.context_tokens = message.context_tokens
+        self._user_messages.pop(agent.agent_id, None)
+        note = " · ".join(filter(None, [f"{message.generated_tokens} tok", FINISH_NOTES.get(message.finish_reason)]))
+        await self.pane(agent.agent_id).finish_reply(message.text, note)
+        await self._send_next(agent)
+
+    async def on_request_failed(self, message: RequestFailed) -> None:
+        agent = self.roster.get(message.agent_id)
+        if agent is None or agent.in_flight is None:
+            return
+        record_failure(agent.conversation, agent.in_flight, message.context_tokens)
+        self.notify(message.error, title=f"{agent.name}: reply failed", severity="error", timeout=10)
+        pane = self.pane(agent.agent_id)
+        if not pane.input.value:
+            pane.restore_input(agent.in_flight.user_text)
+        agent.in_flight, agent.status, agent.error, agent.prefill = None, "error", message.error, None
+        agent.context_tokens = message.context_tokens
+        self._user_messages.pop(agent.agent_id, None)
+        await pane.add_error(message.error)
+        await self._send_next(agent)
+
+    def on_engine_stats(self, message: EngineStats) -> None:
+        self.stats = message
+        usage = message.pool.agent_usage()
+        for agent in self.roster:
+            agent.num_blocks = usage.get(agent.agent_id, 0)
+            agent.spilled = agent.agent_id in message.spilled
+            agent.context_tokens = message.context_tokens.get(agent.agent_id, agent.context_tokens)

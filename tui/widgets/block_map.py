@@ -1,0 +1,117 @@
+"""The block map: one row per layer, one cell per block slot, coloured by owner.
+
+Drawn with the line API (``ScrollView.render_line``): rows are built once per pool
+snapshot and width, then cached, so scrolling and redraws cost nothing per cell.
+A row holds the layer's used blocks grouped by agent (in token order), then a dim
+free remainder up to the layer's share of the pool. When a row is wider than the
+widget, each cell stands for several blocks (see ``blocks_per_cell``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+if TYPE_CHECKING:
+    from pool import PoolSnapshot
+
+LABEL_WIDTH = 6  # "12 G " plus a space
+FREE_STYLE = Style(color="grey35")
+GLOBAL_LABEL = Style(color="grey70", bold=True)
+SLIDING_LABEL = Style(color="#39c5cf", italic=True)
+USED, PARTIAL, FREE = "█", "▒", "·"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRow:
+    """Owners of a layer's used blocks, in display order."""
+
+    layer_id: int
+    sliding: bool
+    owners: tuple[str, ...]
+
+
+def layer_rows(snapshot: PoolSnapshot, agent_order: Sequence[str]) -> tuple[LayerRow, ...]:
+    """One row per layer; blocks grouped by agent (in ``agent_order``), then by position."""
+    rank = {agent_id: i for i, agent_id in enumerate(agent_order)}
+    rows = []
+    for layer_id, infos in snapshot.by_layer().items():
+        infos = sorted(infos, key=lambda b: (rank.get(b.agent_id, len(rank)), b.agent_id, b.token_start or 0))
+        sliding = snapshot.layer_types[layer_id] == "sliding"
+        rows.append(LayerRow(layer_id, sliding, tuple(b.agent_id for b in infos)))
+    return tuple(rows)
+
+
+def row_slots(snapshot: PoolSnapshot, rows: Sequence[LayerRow]) -> int:
+    """Slots per row: a layer's even share of the pool, or more if a layer holds more."""
+    share = -(-snapshot.total_blocks // max(snapshot.n_layers, 1))
+    return max([share, *(len(row.owners) for row in rows)])
+
+
+class BlockMap(ScrollView, can_focus=True):
+    """See the module docstring; data comes down through ``show``."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._rows: tuple[LayerRow, ...] = ()
+        self._slots = 0
+        self._colours: dict[str, str] = {}
+        self._strips: dict[int, Strip] = {}
+        self._strip_width = 0
+        self.blocks_per_cell = 1
+
+    def show(self, snapshot: PoolSnapshot | None, colours: Mapping[str, str]) -> None:
+        """Take a new pool snapshot; ``colours`` (in agent order) maps owners to colours."""
+        rows = layer_rows(snapshot, list(colours)) if snapshot is not None else ()
+        slots = row_slots(snapshot, rows) if snapshot is not None else 0
+        if rows == self._rows and slots == self._slots and dict(colours) == self._colours:
+            return
+        self._rows, self._slots, self._colours = rows, slots, dict(colours)
+        self._relayout()
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def _relayout(self) -> None:
+        self._strips.clear()
+        cells_width = max(self.scrollable_content_region.width - LABEL_WIDTH, 1)
+        self.blocks_per_cell = max(1, -(-self._slots // cells_width))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self._rows))
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        _, scroll_y = self.scroll_offset
+        index = y + scroll_y
+        width = self.scrollable_content_region.width
+        if width != self._strip_width:
+            self._strips.clear()
+            self._strip_width = width
+        if index >= len(self._rows):
+            return Strip.blank(width, self.rich_style)
+        if index not in self._strips:
+            self._strips[index] = self._render_row(self._rows[index]).crop_extend(0, width, self.rich_style)
+        return self._strips[index]
+
+    def _render_row(self, row: LayerRow) -> Strip:
+        label = f"{row.layer_id:>2} {'s' if row.sliding else 'G'}".ljust(LABEL_WIDTH)
+        segments = [Segment(label, SLIDING_LABEL if row.sliding else GLOBAL_LABEL)]
+        per_cell = self.blocks_per_cell
+        for start in range(0, self._slots, per_cell):
+            group = row.owners[start : start + per_cell]
+            segments.append(self._cell(group, min(per_cell, self._slots - start)))
+        return Strip(Segment.simplify(segments))
+
+    def _cell(self, owners: tuple[str, ...], size: int) -> Segment:
+        if not owners:
+            return Segment(FREE, FREE_STYLE)
+        # The cell takes the colour of the agent holding most of its blocks.
+        owner = max(dict.fromkeys(owners), key=owners.count)  # ties: first in row order
+        char = USED if len(owners) == size else PARTIAL
+        return Segment(char, Style(color=self._colours.get(owner, "white")))

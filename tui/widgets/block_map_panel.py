@@ -1,0 +1,75 @@
+"""The block map with its utilisation line and legend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from tui.widgets.block_map import FREE, FREE_STYLE, USED, BlockMap
+
+if TYPE_CHECKING:
+    from pool import PoolSnapshot
+
+MIB = 2**20
+
+
+class BlockMapPanel(Vertical):
+    """Utilisation (used/total blocks and MiB), the map, and a legend of agent colours."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.border_title = "KV block pool"
+
+    def compose(self) -> ComposeResult:
+        yield Static("waiting for the engine…", classes="summary")
+        yield BlockMap(id="block-map-grid")
+        yield Static("", classes="legend")
+
+    def show(self, snapshot: PoolSnapshot | None, names: Mapping[str, str], colours: Mapping[str, str]) -> None:
+        """``names`` and ``colours`` are keyed by agent id, in agent order."""
+        grid = self.query_one(BlockMap)
+        grid.show(snapshot, colours)
+        if snapshot is None:
+            return
+        _update(self.query_one(".summary", Static), _summary(snapshot, grid.blocks_per_cell))
+        _update(self.query_one(".legend", Static), _legend(snapshot, names, colours))
+
+
+def _update(static: Static, text: Text) -> None:
+    """Skip unchanged text; lay out again only when the number of lines changes."""
+    old = static.content
+    if isinstance(old, Text) and old == text:
+        return
+    static.update(text, layout=not isinstance(old, Text) or old.plain.count("\n") != text.plain.count("\n"))
+
+
+def _summary(snapshot: PoolSnapshot, blocks_per_cell: int) -> Text:
+    used, total = snapshot.used_blocks(), snapshot.total_blocks
+    pct = 100 * used / total if total else 0.0
+    text = Text()
+    text.append(f"{used:,}/{total:,} blocks ", style="bold")
+    text.append(f"({pct:.0f}%) · {snapshot.used_bytes() / MIB:.1f}/{total * snapshot.bytes_per_block / MIB:.1f} MiB")
+    text.append(f"\n{snapshot.n_layers} layers × {snapshot.block_tokens} tok/block", style="dim")
+    if blocks_per_cell > 1:
+        text.append(f" · 1 cell = {blocks_per_cell} blocks", style="dim")
+    return text
+
+
+def _legend(snapshot: PoolSnapshot, names: Mapping[str, str], colours: Mapping[str, str]) -> Text:
+    usage = snapshot.agent_usage()
+    text = Text()
+    for agent_id, colour in colours.items():
+        text.append(USED, style=colour)
+        text.append(f" {names.get(agent_id, agent_id)} {usage.get(agent_id, 0)}  ")
+    for agent_id in sorted(set(usage) - set(colours)):  # closed agents whose blocks are not freed yet
+        text.append(f"{USED} {agent_id} {usage[agent_id]}  ", style="white")
+    text.append(FREE, style=FREE_STYLE)
+    text.append(f" free {snapshot.free_blocks():,}", style="dim")
+    if "sliding" in snapshot.layer_types:
+        text.append("\nG global layer · s sliding-window layer", style="dim")
+    return text

@@ -1,0 +1,74 @@
+"""One message of a chat: the user's text, a (streaming) reply, or an error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+Role = Literal["user", "assistant", "error"]
+
+
+class ChatMessage(Vertical):
+    """A header line plus the text; replies are Markdown streamed as tokens arrive."""
+
+    def __init__(self, *, role: Role, author: str, colour: str, text: str = "") -> None:
+        super().__init__(classes=role)
+        self.role = role
+        self.author = author
+        self.colour = colour
+        self.text = text
+        self._rendered = len(text)  # how much of text the Markdown widget has been given
+        self._stream: MarkdownStream | None = None
+        self._header_line = Static(self._header(), classes="header")
+        self._markdown = Markdown(self.text, classes="body") if role == "assistant" else None
+
+    def compose(self) -> ComposeResult:
+        yield self._header_line
+        yield self._markdown or Static(self.text, markup=False, classes="body")
+
+    def on_mount(self) -> None:
+        if self.role == "assistant":
+            self.styles.border_left = ("outer", self.colour)
+
+    def _header(self, note: str = "") -> Text:
+        header = Text(self.author, style=f"bold {self.colour}" if self.role == "assistant" else "bold")
+        if note:
+            header.append(f"  {note}", style="dim")
+        return header
+
+    def set_note(self, note: str) -> None:
+        # Guarded like every later update: the app may be quitting while a reply ends.
+        if self._header_line.is_attached:
+            self._header_line.update(self._header(note), layout=False)  # always one line
+
+    async def write(self, text: str, *, render: bool = True) -> None:
+        """Append streamed text; ``render=False`` only keeps it (a chat not on screen)."""
+        self.text += text
+        if render:
+            await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Stream whatever text is not drawn yet (Markdown.get_stream batches fast writes)."""
+        new = self.text[self._rendered :]
+        if not new or self._markdown is None or not self._markdown.is_attached:
+            return
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self._markdown)
+        self._rendered = len(self.text)
+        await self._stream.write(new)
+
+    async def finish(self, text: str, note: str = "") -> None:
+        """Stop streaming and render the whole reply once, cleanly re-parsed."""
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.text = text
+        self._rendered = len(text)
+        if self._markdown is not None and self._markdown.is_attached:
+            await self._markdown.update(text or "*(no text)*")
+        self.set_note(note)

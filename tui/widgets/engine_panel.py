@@ -1,0 +1,54 @@
+"""Engine figures: batch size, throughput, step time, pool use, queue, evictions."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.messages import EngineStats
+
+Rows = tuple[tuple[str, str], ...]
+
+
+class EnginePanel(Static):
+    """Redrawn from the latest ``EngineStats`` a few times a second, only when a figure changed."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(Text("engine starting…", style="dim"), id=id)
+        self.border_title = "Engine"
+        self._rows: Rows = ()
+
+    def show(self, stats: EngineStats | None) -> None:
+        if stats is None:
+            return
+        rows = _rows(stats)
+        if rows != self._rows:
+            # The row count never changes after the first draw, so no layout pass is needed.
+            self.update(_table(rows), layout=len(rows) != len(self._rows))
+            self._rows = rows
+
+
+def _rows(stats: EngineStats) -> Rows:
+    state = stats.telemetry
+    step = state.last_step
+    pool = stats.pool
+    return (
+        ("batch", str(step.batch_size if step is not None and stats.num_active else 0)),
+        ("tok/s", "-" if state.tokens_per_s is None else f"{state.tokens_per_s:.1f}"),
+        ("step", "-" if step is None else f"{step.ms:.0f} ms (p50 {state.step.p50:.0f})"),
+        ("pool used", f"{pool.used_blocks():,} blocks"),
+        ("pool free", f"{pool.free_blocks():,} blocks"),
+        ("queued", str(stats.num_queued)),
+        ("finished", f"{state.requests_finished} ({state.requests_failed} failed)"),
+        ("evictions", f"{state.evictions} ({state.restores} restored)"),
+    )
+
+
+def _table(rows: Rows) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim")
+    table.add_column(justify="right")
+    for label, value in rows:
+        table.add_row(label, value)
+    return table

@@ -1,0 +1,250 @@
+"""The engine thread: owns the engine, steps it, and posts what happened to the app.
+
+The UI sends commands over a ``queue.Queue``; this thread applies them between
+steps and never touches a widget. Each step becomes one ``TokensGenerated``
+message; pool and telemetry snapshots go out a few times a second at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from telemetry import Recorder
+
+from tui.messages import (
+    CancelTurn,
+    CloseAgent,
+    Command,
+    EngineFailed,
+    EngineReady,
+    EngineStats,
+    ModelLoading,
+    Post,
+    RequestFailed,
+    RequestFinished,
+    Submitted,
+    SubmitFailed,
+    SubmitTurn,
+    TokensGenerated,
+)
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+class Engine(Protocol):
+    """What the worker needs of ``engine.BlockPoolBatchEngine`` (or a scripted stand-in)."""
+
+    tokenizer: Any
+    pool: Any
+
+    def submit(self, agent_id: str, prompt: str, cache: Any = None, max_tokens: int = 256, *,
+               temperature: float = 0.0) -> int: ...
+    def step_once(self) -> Any: ...
+    def has_work(self) -> bool: ...
+    def cancel(self, uid: int) -> None: ...
+    def close_agent(self, agent_id: str) -> None: ...
+    def agent_blocks(self, agent_id: str) -> Any: ...
+    def spilled_agents(self) -> set[str]: ...
+    @property
+    def num_queued(self) -> int: ...
+    @property
+    def num_active(self) -> int: ...
+
+
+# Builds the engine on the engine thread: factory(progress, recorder) -> engine.
+EngineFactory = Callable[[Progress, Recorder], Engine]
+
+
+class EngineWorker(threading.Thread):
+    """Runs ``factory``'s engine until ``stop()``; see the module docstring."""
+
+    STATS_INTERVAL_S = 0.25
+    IDLE_WAIT_S = 0.05
+
+    def __init__(self, *, factory: EngineFactory, post: Post, recorder: Recorder) -> None:
+        super().__init__(name="blockpool-engine", daemon=True)
+        self.commands: queue.Queue[Command | None] = queue.Queue()
+        self._factory = factory
+        self._post = post
+        self.recorder = recorder
+        self._stop_event = threading.Event()
+        self._engine: Engine | None = None
+        self._uid_by_agent: dict[str, int] = {}  # the unfinished turn of each agent
+        self._agent_ids: set[str] = set()
+        self._eos_ids: frozenset[int] = frozenset()
+        self._dirty = True
+        self._last_stats_s = 0.0
+        self.finished_s: float | None = None  # time.monotonic() when the thread ended
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine once built (for tests and benchmarks: only this thread may call it)."""
+        return self._engine
+
+    # -- called from the UI thread ---------------------------------------------
+
+    def send(self, command: Command) -> None:
+        self.commands.put(command)
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop after the current step, without waiting."""
+        self._stop_event.set()
+        self.commands.put(None)  # wakes a thread blocked on the queue
+
+    def stop(self, timeout_s: float = 1.0) -> float | None:
+        """Ask the thread to stop after the current step; seconds it took, or None if still running."""
+        started = time.monotonic()
+        self.request_stop()
+        if self.is_alive():
+            self.join(timeout_s)
+        return None if self.is_alive() else time.monotonic() - started
+
+    # -- the engine thread -----------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            engine = self._build()
+            if engine is not None:
+                self._loop(engine)
+        except Exception as exc:  # a bug, not a user error: say so instead of dying silently
+            logger.exception("engine thread failed")
+            self._post(EngineFailed(f"engine stopped: {type(exc).__name__}: {exc}"))
+        finally:
+            self.finished_s = time.monotonic()
+
+    def _build(self) -> Engine | None:
+        progress = lambda text, fraction: self._post(ModelLoading(text, fraction))  # noqa: E731
+        try:
+            engine = self._factory(progress, self.recorder)
+        except Exception as exc:  # ModelLoadError, a bad pool size, a broken model file...
+            self._post(EngineFailed(str(exc)))
+            return None
+        self._engine = engine
+        tokenizer = engine.tokenizer
+        self._eos_ids = frozenset(getattr(tokenizer, "eos_token_ids", ()) or ())
+        self._post(EngineReady(_describe(engine), _renderer(tokenizer), tokenizer.eos_token or "",
+                               engine.pool.total_blocks))
+        return engine
+
+    def _loop(self, engine: Engine) -> None:
+        while not self._stop_event.is_set():
+            self._drain(engine, block=not engine.has_work())
+            if self._stop_event.is_set():
+                break
+            if engine.has_work():
+                self._publish(engine.step_once())
+                self._dirty = True
+            self._post_stats(engine)
+
+    def _drain(self, engine: Engine, *, block: bool) -> None:
+        try:
+            command = self.commands.get(timeout=self.IDLE_WAIT_S) if block else self.commands.get_nowait()
+        except queue.Empty:
+            return
+        while command is not None:
+            self._apply(engine, command)
+            self._dirty = True
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, engine: Engine, command: Command) -> None:
+        match command:
+            case SubmitTurn():
+                self._submit(engine, command)
+            case CancelTurn(agent_id=agent_id):
+                uid = self._uid_by_agent.get(agent_id)
+                if uid is not None:
+                    engine.cancel(uid)
+            case CloseAgent(agent_id=agent_id):
+                engine.close_agent(agent_id)
+                self._agent_ids.discard(agent_id)
+
+    def _submit(self, engine: Engine, command: SubmitTurn) -> None:
+        cache = engine.agent_blocks(command.agent_id) if command.continues else None
+        if command.continues and cache is None:
+            error = "the agent's context is gone; send again to start a fresh one"
+            self._post(SubmitFailed(command.agent_id, command.text, error))
+            return
+        try:
+            uid = engine.submit(command.agent_id, command.prompt, cache, command.max_tokens,
+                                temperature=command.temperature)
+        except ValueError as exc:
+            self._post(SubmitFailed(command.agent_id, command.text, str(exc)))
+            return
+        self._uid_by_agent[command.agent_id] = uid
+        self._agent_ids.add(command.agent_id)
+        self._post(Submitted(command.agent_id, uid))
+
+    def _publish(self, out: Any) -> None:
+        text: dict[str, str] = {}
+        num_tokens: dict[str, int] = {}
+        for delta in out.deltas:
+            text[delta.agent_id] = text.get(delta.agent_id, "") + delta.text
+            num_tokens[delta.agent_id] = num_tokens.get(delta.agent_id, 0) + 1
+        prefill = {p.agent_id: (p.processed, p.total) for p in out.prefill}
+        if text or prefill:
+            self._post(TokensGenerated(text, num_tokens, prefill))
+        for completion in out.completions:
+            self._report(completion)
+
+    def _report(self, completion: Any) -> None:
+        if self._uid_by_agent.get(completion.agent_id) == completion.uid:
+            del self._uid_by_agent[completion.agent_id]
+        context_tokens = completion.blocks.total_tokens if completion.blocks is not None else 0
+        if completion.finish_reason == "error":
+            self._post(RequestFailed(completion.agent_id, completion.uid, completion.error or "unknown error",
+                                     context_tokens))
+            return
+        ids = completion.token_ids
+        self._post(RequestFinished(
+            completion.agent_id, completion.uid, completion.text, completion.finish_reason,
+            completion.cached_tokens, completion.prompt_tokens, completion.generated_tokens,
+            context_tokens, bool(ids) and ids[-1] in self._eos_ids, completion.decode_tok_s,
+        ))
+
+    def _post_stats(self, engine: Engine) -> None:
+        now = time.monotonic()
+        idle = not engine.has_work()
+        if not self._dirty or (not idle and now - self._last_stats_s < self.STATS_INTERVAL_S):
+            return
+        self._dirty = False
+        self._last_stats_s = now
+        context_tokens = {}
+        for agent_id in self._agent_ids:
+            blocks = engine.agent_blocks(agent_id)
+            context_tokens[agent_id] = blocks.total_tokens if blocks is not None else 0
+        self._post(EngineStats(engine.pool.snapshot(), self.recorder.state(), engine.num_queued,
+                               engine.num_active, context_tokens, frozenset(engine.spilled_agents())))
+
+
+def _renderer(tokenizer: Any) -> Callable[[list[dict[str, str]], bool], str]:
+    if not getattr(tokenizer, "has_chat_template", True):
+        return plain_render
+
+    def render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+
+    return render
+
+
+def plain_render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    """A template for models that have none: 'Role: text' paragraphs."""
+    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
+    return text + ("Assistant:" if add_generation_prompt else "")
+
+
+def _describe(engine: Engine) -> str:
+    pool = engine.pool
+    spec = pool.spec
+    mib = pool.total_blocks * spec.bytes_per_block / 2**20
+    return (f"{spec.n_layers} layers · {pool.total_blocks} blocks × {spec.block_tokens} tok "
+            f"({mib:.0f} MiB KV)")
