@@ -7,7 +7,7 @@ from textual.app import App, ComposeResult
 
 from pool import BlockInfo, PoolSnapshot
 from tui.widgets import BlockMap
-from tui.widgets.block_map import FREE, LABEL_WIDTH, PARTIAL, USED, layer_rows, row_slots
+from tui.widgets.block_map import FREE, LABEL_WIDTH, USED, layer_rows, owner_cells, row_slots
 
 pytestmark = pytest.mark.anyio
 RED, GREEN = "#ff0000", "#00ff00"
@@ -84,5 +84,11 @@ async def test_a_wide_pool_is_summarised_to_the_widget_width():
         assert grid.blocks_per_cell == 150
         row = cells(grid, 0)[:10]
         assert row[:2] == [(USED, RED), (USED, RED)]
-        assert row[2] == (PARTIAL, GREEN)  # 75 of its 150 blocks used, all by b
+        assert row[2] == (USED, GREEN)  # b's 75 blocks are half a cell, still drawn
         assert [c for c, _ in row[3:]] == [FREE] * 7
+
+
+def test_every_owner_keeps_a_cell_when_summarised():
+    assert owner_cells(["a", "b"], blocks_per_cell=2, width=23) == {"a": 1, "b": 1}
+    assert owner_cells(["a"] * 9 + ["b"], blocks_per_cell=3, width=3) == {"a": 2, "b": 1}
+    assert owner_cells(["a"] * 4 + ["b"] * 2, blocks_per_cell=1, width=8) == {"a": 4, "b": 2}

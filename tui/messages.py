@@ -41,7 +41,6 @@ class EngineReady(Message):
     description: str
     render: Renderer
     eos_text: str
-    total_blocks: int
 
 
 @dataclass
@@ -72,12 +71,11 @@ class SubmitFailed(Message):
 class TokensGenerated(Message):
     """Everything one engine step produced, for all agents together.
 
-    ``text`` and ``num_tokens`` are keyed by agent id; ``prefill`` maps an agent
-    to (prompt tokens processed, prompt tokens in all).
+    ``text`` maps an agent id to its new text; ``prefill`` maps an agent to
+    (prompt tokens processed, prompt tokens in all).
     """
 
     text: dict[str, str]
-    num_tokens: dict[str, int]
     prefill: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 

@@ -120,7 +120,9 @@ class EngineWorker(threading.Thread):
             self.finished_s = time.monotonic()
 
     def _build(self) -> Engine | None:
-        progress = lambda text, fraction: self._post(ModelLoading(text, fraction))  # noqa: E731
+        def progress(text: str, fraction: float) -> None:
+            self._post(ModelLoading(text, fraction))
+
         try:
             engine = self._factory(progress, self.recorder)
         except Exception as exc:  # ModelLoadError, a bad pool size, a broken model file...
@@ -129,8 +131,7 @@ class EngineWorker(threading.Thread):
         self._engine = engine
         tokenizer = engine.tokenizer
         self._eos_ids = frozenset(getattr(tokenizer, "eos_token_ids", ()) or ())
-        self._post(EngineReady(_describe(engine), _renderer(tokenizer), tokenizer.eos_token or "",
-                               engine.pool.total_blocks))
+        self._post(EngineReady(_describe(engine), _renderer(tokenizer), tokenizer.eos_token or ""))
         return engine
 
     def _loop(self, engine: Engine) -> None:
@@ -186,13 +187,11 @@ class EngineWorker(threading.Thread):
 
     def _publish(self, out: Any) -> None:
         text: dict[str, str] = {}
-        num_tokens: dict[str, int] = {}
         for delta in out.deltas:
             text[delta.agent_id] = text.get(delta.agent_id, "") + delta.text
-            num_tokens[delta.agent_id] = num_tokens.get(delta.agent_id, 0) + 1
         prefill = {p.agent_id: (p.processed, p.total) for p in out.prefill}
-        if text or prefill:
-            self._post(TokensGenerated(text, num_tokens, prefill))
+        if out.deltas or prefill:
+            self._post(TokensGenerated(text, prefill))
         for completion in out.completions:
             self._report(completion)
 

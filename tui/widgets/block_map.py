@@ -4,7 +4,8 @@ Drawn with the line API (``ScrollView.render_line``): rows are built once per po
 snapshot and width, then cached, so scrolling and redraws cost nothing per cell.
 A row holds the layer's used blocks grouped by agent (in token order), then a dim
 free remainder up to the layer's share of the pool. When a row is wider than the
-widget, each cell stands for several blocks (see ``blocks_per_cell``).
+widget, each cell stands for several blocks (``blocks_per_cell``), and every agent
+holding blocks in the layer keeps at least one cell.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ LABEL_WIDTH = 6  # "12 G " plus a space
 FREE_STYLE = Style(color="grey35")
 GLOBAL_LABEL = Style(color="grey70", bold=True)
 SLIDING_LABEL = Style(color="#39c5cf", italic=True)
-USED, PARTIAL, FREE = "█", "▒", "·"
+USED, FREE = "█", "·"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +103,21 @@ class BlockMap(ScrollView, can_focus=True):
     def _render_row(self, row: LayerRow) -> Strip:
         label = f"{row.layer_id:>2} {'s' if row.sliding else 'G'}".ljust(LABEL_WIDTH)
         segments = [Segment(label, SLIDING_LABEL if row.sliding else GLOBAL_LABEL)]
-        per_cell = self.blocks_per_cell
-        for start in range(0, self._slots, per_cell):
-            group = row.owners[start : start + per_cell]
-            segments.append(self._cell(group, min(per_cell, self._slots - start)))
-        return Strip(Segment.simplify(segments))
+        width = -(-self._slots // self.blocks_per_cell)
+        cells = owner_cells(row.owners, self.blocks_per_cell, width)
+        for owner, count in cells.items():
+            segments.append(Segment(USED * count, Style(color=self._colours.get(owner, "white"))))
+        segments.append(Segment(FREE * (width - sum(cells.values())), FREE_STYLE))
+        return Strip(segments)
 
-    def _cell(self, owners: tuple[str, ...], size: int) -> Segment:
-        if not owners:
-            return Segment(FREE, FREE_STYLE)
-        # The cell takes the colour of the agent holding most of its blocks.
-        owner = max(dict.fromkeys(owners), key=owners.count)  # ties: first in row order
-        char = USED if len(owners) == size else PARTIAL
-        return Segment(char, Style(color=self._colours.get(owner, "white")))
+
+def owner_cells(owners: Sequence[str], blocks_per_cell: int, width: int) -> dict[str, int]:
+    """Cells per owner, in row order: blocks / blocks_per_cell, rounded, but at least one,
+    so that an agent holding a single block still shows when the row is summarised."""
+    counts: dict[str, int] = {}
+    for owner in owners:
+        counts[owner] = counts.get(owner, 0) + 1
+    cells = {owner: max(1, round(n / blocks_per_cell)) for owner, n in counts.items()}
+    while sum(cells.values()) > width:  # rounding small owners up can overflow the row
+        cells[max(cells, key=cells.__getitem__)] -= 1
+    return cells

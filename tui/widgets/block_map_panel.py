@@ -54,9 +54,9 @@ def _summary(snapshot: PoolSnapshot, blocks_per_cell: int) -> Text:
     text = Text()
     text.append(f"{used:,}/{total:,} blocks ", style="bold")
     text.append(f"({pct:.0f}%) · {snapshot.used_bytes() / MIB:.1f}/{total * snapshot.bytes_per_block / MIB:.1f} MiB")
-    text.append(f"\n{snapshot.n_layers} layers × {snapshot.block_tokens} tok/block", style="dim")
+    text.append(f"\n{snapshot.n_layers} layers × {snapshot.block_tokens} tok", style="dim")
     if blocks_per_cell > 1:
-        text.append(f" · 1 cell = {blocks_per_cell} blocks", style="dim")
+        text.append(f" · 1 cell ≈ {blocks_per_cell} blocks", style="dim")
     return text
 
 

@@ -49,7 +49,7 @@ def _stats_text(state: TelemetryState) -> Text:
     text.append("ms", style="dim")
     text.append("\nmax ", style="dim")
     text.append(_ms(stats.max))
-    text.append(f" ms · {stats.count} gathers", style="dim")
+    text.append(f" ms · {stats.count} gather{'' if stats.count == 1 else 's'}", style="dim")
     last = state.last_gather
     text.append("\nlast ", style="dim")
     if last is None:
