@@ -13,6 +13,7 @@ import _blas  # noqa: F401  # isort: skip  (OpenBLAS before MLX)
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -59,59 +60,80 @@ def mlx_ttft(model: Any, tokenizer: Any, prompt: list[int], cache: list | None) 
     return time.perf_counter() - tic, response.token
 
 
+class WarmColdRun:
+    """Both sides' state: the engine agent holding the history, and mlx-lm's prompt cache."""
+
+    def __init__(self, model: Any, tokenizer: Any, engine: BlockPoolBatchEngine, history: list[int],
+                 turn: list[int]) -> None:
+        self.model, self.tokenizer, self.engine = model, tokenizer, engine
+        self.history, self.turn = history, turn
+        self.blocks = engine_ttft(engine, "warm", history, None)[1].blocks  # the history, kept in blocks
+        self.mlx_cache = make_prompt_cache(model)
+        model(mx.array(history)[None], cache=self.mlx_cache)
+        mx.eval([c.state for c in self.mlx_cache])
+        self.samples: dict[str, list[float]] = {"ours_warm": [], "ours_cold": [], "mlx_warm": [], "mlx_cold": []}
+
+    def context(self) -> list[int]:
+        return list(self.blocks.token_ids[: self.blocks.total_tokens])
+
+    def warm(self) -> tuple[int, int]:
+        """One warm turn on each side; returns their first tokens."""
+        s, completion = engine_ttft(self.engine, "warm", self.turn, self.blocks)
+        self.blocks = completion.blocks
+        self.samples["ours_warm"].append(s)
+        s, token = mlx_ttft(self.model, self.tokenizer, self.turn, self.mlx_cache)
+        trim_prompt_cache(self.mlx_cache, self.mlx_cache[0].offset - len(self.history))
+        self.samples["mlx_warm"].append(s)
+        return completion.token_ids[0], token
+
+    def cold(self, context: list[int]) -> tuple[int, int]:
+        """The same turn with its whole history re-prefilled, on each side."""
+        s, completion = engine_ttft(self.engine, "cold", context + self.turn, None)
+        self.samples["ours_cold"].append(s)
+        s, token = mlx_ttft(self.model, self.tokenizer, self.history + self.turn, None)
+        self.samples["mlx_cold"].append(s)
+        return completion.token_ids[0], token
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--history", type=int, default=2000, help="history tokens")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="cold runs per side")
+    parser.add_argument("--warm-per-cold", type=int, default=3, help="warm runs per cold run (they are cheap)")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     model, tokenizer = load(args.model)
     spec = ModelCacheSpec.from_model(model)
-    pool = BlockPool(spec, spec.blocks_for_context(args.history + 512) * 2)
+    pool = BlockPool(spec, spec.blocks_for_context(args.history + 1024) * 2)
     engine = BlockPoolBatchEngine(model, tokenizer, pool, spec)
-    history = history_ids(engine, args.history)
     turn = list(engine.tokenizer.encode(TURN, add_special_tokens=False))  # continues the history: no BOS
-    _, first = engine_ttft(engine, "warm", history, None)  # keeps the history in blocks
-    blocks = first.blocks
-    mlx_cache = make_prompt_cache(model)
-    model(mx.array(history)[None], cache=mlx_cache)
-    mx.eval([c.state for c in mlx_cache])
-    samples: dict[str, list[float]] = {"ours_warm": [], "ours_cold": [], "mlx_warm": [], "mlx_cold": []}
+    run = WarmColdRun(model, tokenizer, engine, history_ids(engine, args.history), turn)
     same_token: list[bool] = []
     for rep in range(repeats):
-        context = list(blocks.token_ids[: blocks.total_tokens])
-        order = ("warm", "cold") if rep % 2 == 0 else ("cold", "warm")
-        tokens = {}
-        for kind in order:
-            if kind == "warm":
-                s, c = engine_ttft(engine, "warm", turn, blocks)
-                blocks = c.blocks
-                samples["ours_warm"].append(s)
-                s, tokens["mlx_warm"] = mlx_ttft(model, tokenizer, turn, mlx_cache)
-                trim_prompt_cache(mlx_cache, mlx_cache[0].offset - len(history))
-                samples["mlx_warm"].append(s)
-                tokens["ours_warm"] = c.token_ids[0]
-            else:
-                s, c = engine_ttft(engine, "cold", context + turn, None)
-                samples["ours_cold"].append(s)
-                tokens["ours_cold"] = c.token_ids[0]
-                s, tokens["mlx_cold"] = mlx_ttft(model, tokenizer, history + turn, None)
-                samples["mlx_cold"].append(s)
-        # Warm and cold see the same context on each side, so greedy gives the same first token.
-        same_token.append(tokens["ours_warm"] == tokens["ours_cold"] and tokens["mlx_warm"] == tokens["mlx_cold"])
-    med = {k: statistics.median(v) for k, v in samples.items()}
+        context = run.context()
+        cold = run.cold(context) if rep % 2 else None  # alternate which goes first
+        warm = [run.warm() for _ in range(args.warm_per_cold)][0]  # the first one saw `context`
+        cold = cold or run.cold(context)
+        # Warm and cold saw the same context on each side, so greedy gives the same first token.
+        same_token.append(warm == cold)
+    report(run, same_token, args.out)
+
+
+def report(run: WarmColdRun, same_token: list[bool], out: Path | None) -> None:
+    med = {k: statistics.median(v) for k, v in run.samples.items()}
     ours_ratio, mlx_ratio = ratio(med["ours_cold"], med["ours_warm"]), ratio(med["mlx_cold"], med["mlx_warm"])
-    rows = [(label, fmt(med[f"{side}_warm"] * 1000, 1), fmt(med[f"{side}_cold"] * 1000, 1), fmt(r, 1))
+    rows = [(label, len(run.samples[f"{side}_warm"]), fmt(med[f"{side}_warm"] * 1000, 1),
+             len(run.samples[f"{side}_cold"]), fmt(med[f"{side}_cold"] * 1000, 1), fmt(r, 1))
             for label, side, r in (("ours (blocks)", "ours", ours_ratio),
                                    ("mlx-lm (prompt_cache)", "mlx", mlx_ratio))]
-    print_table(f"time to first token, history {len(history)} tokens + turn {len(turn)} tokens, median of {repeats} "
-                f"(goal cold/warm >= {GOAL:g}x)", ("", "warm ms", "cold ms", "cold/warm"), rows)
+    print_table(f"time to first token (medians), history {len(run.history)} tokens + turn {len(run.turn)} tokens "
+                f"(goal cold/warm >= {GOAL:g}x)", ("", "warm n", "warm ms", "cold n", "cold ms", "cold/warm"), rows)
     print(f"ours warm / mlx-lm warm TTFT: {fmt(ratio(med['ours_warm'], med['mlx_warm']), 2)}; "
           f"same first token warm vs cold (ours and mlx-lm): {sum(same_token)}/{len(same_token)}")
-    save("bench_warm", args.out, params={"history_tokens": len(history), "turn_tokens": len(turn), "repeats": repeats},
+    save("bench_warm", out, params={"history_tokens": len(run.history), "turn_tokens": len(run.turn)},
          headline={"metric": "TTFT cold / warm (ours)", "value": ours_ratio, "goal": f">= {GOAL:g}",
                    "mlx_lm_cold_over_warm": mlx_ratio, "met": ours_ratio is not None and ours_ratio >= GOAL},
-         data={"samples_s": samples, "median_s": med, "same_first_token": same_token})
+         data={"samples_s": run.samples, "median_s": med, "same_first_token": same_token})
 
 
 if __name__ == "__main__":

@@ -107,6 +107,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- shared pieces -----------------------------------------------------------------
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.sessions import SessionStore, SessionStoreError, export_markdown
+
+    try:
+        store = SessionStore(args.data_dir / "sessions.db" if args.data_dir is not None else None)
+        session = store.session(args.session) if args.session is not None else store.last_session()
+    except SessionStoreError as exc:
+        raise UsageError(str(exc)) from exc
+    if session is None:
+        raise UsageError(f"no sessions in {store.path}; run blockpool-tui first")
+    agents = store.agents(session.id, include_closed=True)
+    chosen = [a for a in agents if args.agent is None or a.name == args.agent]
+    if not chosen:
+        names = ", ".join(repr(a.name) for a in agents) or "none"
+        raise UsageError(f"no agent {args.agent!r} in session {session.id} (agents: {names})")
+    text = "\n".join(export_markdown(store, agent) for agent in chosen)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc}") from exc
+    print_artifacts([args.out])
+    return 0
+
+
 def load(name: str | None, dtype: str | None) -> tuple[Any, Any]:
     """Load a model; a bad name becomes a UsageError carrying the loader's message."""
     from engine import ModelLoadError, load_model
@@ -155,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_exp006(sub)
     add_bench(sub)
     add_demo(sub)
+    add_export(sub)
     return parser
 
 
@@ -221,6 +249,18 @@ def add_demo(sub: Any) -> None:
     p.add_argument("--max-tokens", type=positive_int, default=40, metavar="N", help="tokens per turn (default: 40)")
     p.add_argument("--telemetry-log", type=Path, default=None, metavar="FILE", help="write engine events as JSON Lines")
     p.set_defaults(func=cmd_demo)
+
+
+def add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write a saved blockpool-tui conversation as Markdown",
+                       description="Print (or write to --out) the Markdown of a session's agents: the last "
+                                   "session and all its agents unless told otherwise.")
+    p.add_argument("--session", type=positive_int, default=None, metavar="N", help="session id (default: the last)")
+    p.add_argument("--agent", default=None, metavar="NAME", help="only this agent (default: every agent)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write here instead of printing")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="folder of sessions.db (default: $BLOCKPOOL_DATA_DIR or the user data folder)")
+    p.set_defaults(func=cmd_export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

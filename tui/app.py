@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rich.console import RenderableType
@@ -22,21 +23,27 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from engine import fastblas
+from engine.sessions import AgentRecord, SessionStore, SessionStoreError
 from telemetry import JsonlWriter, Recorder
 from tui.agents import Agent, AgentRow, Roster
-from tui.chat import Renderer
+from tui.chat import ChatTurn, Renderer
 from tui.cli import SettingsError, parse_settings
 from tui.commands import PALETTE, KeyRow, key_rows
 from tui.engine_factory import engine_factory as real_engine_factory
 from tui.engine_link import EngineLink
-from tui.messages import ENGINE_MESSAGES, CancelTurn, CloseAgent, EngineStats
+from tui.messages import ENGINE_MESSAGES, AdoptContext, CancelTurn, CloseAgent, EngineStats
 from tui.screens import ConfirmScreen, HelpScreen, TextPromptScreen
+from tui.session_log import SessionLog, kept_turns, open_store
 from tui.settings import TuiSettings, config_path
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
 from tui.worker import EngineFactory, EngineWorker
 
 class BlockpoolApp(EngineLink, App[None]):
-    """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load."""
+    """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load.
+
+    With a ``store``, conversations are saved as they happen and the last session (see
+    ``TuiSettings.resume``) comes back on start; without one, nothing is saved.
+    """
 
     CSS_PATH = "app.tcss"
     TITLE = "blockpool-tui"
@@ -46,6 +53,8 @@ class BlockpoolApp(EngineLink, App[None]):
         Binding("f4", "close_agent", "Close agent", id="close_agent"),
         Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
         Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
+        # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
+        Binding("ctrl+e", "export", "Export", id="export", priority=True),
         Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False),
         Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False),
         # Priority, to come before the input; ChatInput leaves "?" to it only while empty.
@@ -60,10 +69,15 @@ class BlockpoolApp(EngineLink, App[None]):
         *,
         engine_factory: EngineFactory | None = None,
         loaded_model: tuple[Any, Any] | None = None,
+        store: SessionStore | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings if settings is not None else TuiSettings()
-        self._factory = engine_factory or real_engine_factory(self.settings, loaded_model=loaded_model)
+        warn = partial(self.notify, title="Conversation not saved", severity="error", timeout=10)
+        self.sessions = SessionLog(store, self.settings, warn) if store is not None else None
+        spill_dir = self.sessions.spill_dir if self.sessions is not None else None
+        self._factory = engine_factory or real_engine_factory(self.settings, loaded_model=loaded_model,
+                                                              spill_dir=spill_dir)
         self.roster = Roster()
         self.recorder = Recorder()
         self.worker: EngineWorker | None = None
@@ -100,7 +114,10 @@ class BlockpoolApp(EngineLink, App[None]):
                 return
         self.worker = EngineWorker(factory=self._factory, post=self.post_message, recorder=self.recorder)
         self.worker.start()
-        for _ in range(self.settings.agents):
+        saved = self.sessions.saved_agents() if self.sessions is not None else []
+        for record in saved:
+            await self.restore_agent(record)
+        for _ in range(0 if saved else self.settings.agents):
             await self.open_agent(activate=False)
         if (first := next(iter(self.roster), None)) is not None:
             self.activate(first.agent_id)
@@ -154,13 +171,29 @@ class BlockpoolApp(EngineLink, App[None]):
 
     # -- agents -------------------------------------------------------------------
 
-    async def open_agent(self, name: str | None = None, *, activate: bool = True) -> Agent:
-        agent = self.roster.open(self.settings.system, name)
+    async def open_agent(self, name: str | None = None, *, activate: bool = True, system: str | None = None,
+                         record_id: int | None = None) -> Agent:
+        """A new agent, or with ``record_id`` one restored from the session database."""
+        agent = self.roster.open(self.settings.system if system is None else system, name)
+        if self.sessions is not None:
+            self.sessions.agent_opened(agent.agent_id, agent.name, agent.conversation.system, record_id)
         pane = ChatPane(agent_id=agent.agent_id, name=agent.name, colour=agent.colour)
         await self.tabs.add_pane(TabPane(agent.name, pane, id=agent.agent_id))
         if activate:
             self.activate(agent.agent_id)
         return agent
+
+    async def restore_agent(self, record: AgentRecord) -> None:
+        """Reopen a saved agent with its transcript; its context is adopted by the engine."""
+        assert self.sessions is not None and self.worker is not None
+        agent = await self.open_agent(record.name, activate=False, system=record.system_prompt, record_id=record.id)
+        messages = self.sessions.messages(record)
+        for user_text, reply in kept_turns(messages):
+            agent.conversation.turns += [ChatTurn("user", user_text), ChatTurn("assistant", reply)]
+        await self.pane(agent.agent_id).show_saved(messages)
+        if record.context_tokens:
+            agent.context_tokens = len(record.context_tokens)
+            self.worker.send(AdoptContext(agent.agent_id, tuple(record.context_tokens)))
 
     def activate(self, agent_id: str) -> None:
         """Show an agent's chat and focus its input."""
@@ -171,6 +204,8 @@ class BlockpoolApp(EngineLink, App[None]):
         if self.worker is not None:
             self.worker.send(CloseAgent(agent.agent_id))
         self.roster.close(agent.agent_id)
+        if self.sessions is not None:
+            self.sessions.agent_closed(agent.agent_id)
         self._user_messages.pop(agent.agent_id, None)
         await self.tabs.remove_pane(agent.agent_id)
         if (active := self.active_agent) is not None:
@@ -210,6 +245,8 @@ class BlockpoolApp(EngineLink, App[None]):
                 agent.name = name.strip()
                 self.tabs.get_tab(agent.agent_id).label = agent.name
                 self.pane(agent.agent_id).rename(agent.name)
+                if self.sessions is not None:
+                    self.sessions.agent_renamed(agent.agent_id, agent.name)
 
         self.push_screen(TextPromptScreen(title=f"Rename {agent.name}", value=agent.name), rename)
 
@@ -246,6 +283,19 @@ class BlockpoolApp(EngineLink, App[None]):
         if agent is not None and agent.busy and self.worker is not None:
             self.worker.send(CancelTurn(agent.agent_id))
 
+    def action_export(self) -> None:
+        """Write the shown agent's conversation to ``<name>.md`` in the current folder."""
+        agent = self.active_agent
+        if agent is None or self.sessions is None:
+            self.notify("Nothing to export: no agent, or conversations are not being saved.", severity="warning")
+            return
+        try:
+            path = self.sessions.export(agent.agent_id, Path.cwd())
+        except (OSError, SessionStoreError) as exc:
+            self.notify(str(exc), title="Export failed", severity="error", timeout=10)
+            return
+        self.notify(f"Wrote {path}", title="Exported")
+
     def action_next_agent(self) -> None:
         self._cycle(+1)
 
@@ -280,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"blockpool-tui: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    app = BlockpoolApp(settings)
+    try:
+        app = BlockpoolApp(settings, store=open_store(settings))
+    except SessionStoreError as exc:
+        print(f"blockpool-tui: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     app.run()
     raise SystemExit(app.return_code or 0)

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--system", metavar="TEXT", help="system prompt of new agents")
     parser.add_argument("--temperature", metavar="T", type=float, help="sampling temperature, 0 = greedy (default 0)")
     parser.add_argument("--telemetry-log", metavar="FILE", type=Path, help="append telemetry events (JSONL) to FILE")
+    session = parser.add_mutually_exclusive_group()
+    session.add_argument("--resume", action="store_const", const=True, dest="resume",
+                         help="resume the last session (default: when it ran the same model)")
+    session.add_argument("--new", action="store_const", const=False, dest="resume", help="start a new session")
+    parser.add_argument("--data-dir", metavar="DIR", type=Path,
+                        help="folder of the session database and spill files (overrides BLOCKPOOL_DATA_DIR)")
     return parser
 
 

@@ -16,6 +16,7 @@ PALETTE = (
     ("Close agent", "Close the current agent and free its blocks", "close_agent"),
     ("Broadcast", "Send one prompt to every agent", "broadcast"),
     ("Cancel reply", "Stop the current agent's reply", "cancel_reply"),
+    ("Export", "Write the current agent's conversation to <name>.md", "export"),
     ("Next agent", "Show the next agent's chat", "next_agent"),
     ("Previous agent", "Show the previous agent's chat", "prev_agent"),
     ("Keys", "List every key (help)", "help"),

@@ -6,6 +6,7 @@ re-exec itself with OpenBLAS preloaded before MLX loads (see engine.fastblas).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from telemetry import Recorder
@@ -14,8 +15,12 @@ from tui.settings import TuiSettings
 from tui.worker import Engine, EngineFactory, Progress
 
 
-def engine_factory(settings: TuiSettings, *, loaded_model: tuple[Any, Any] | None = None) -> EngineFactory:
-    """A factory loading ``settings.model`` (or using ``loaded_model``) into a new pool and engine."""
+def engine_factory(settings: TuiSettings, *, loaded_model: tuple[Any, Any] | None = None,
+                   spill_dir: Path | None = None) -> EngineFactory:
+    """A factory loading ``settings.model`` (or using ``loaded_model``) into a new pool and engine.
+
+    ``spill_dir``: where idle contexts are spilled (default: a temp folder, gone after the run).
+    """
 
     def build(progress: Progress, recorder: Recorder) -> Engine:
         import engine  # lazy: loads MLX
@@ -32,6 +37,6 @@ def engine_factory(settings: TuiSettings, *, loaded_model: tuple[Any, Any] | Non
             pool = BlockPool(spec, settings.blocks)
         else:
             pool = BlockPool.from_memory_budget(spec, settings.kv_memory_bytes)
-        return engine.BlockPoolBatchEngine(model, tokenizer, pool, spec, recorder=recorder)
+        return engine.BlockPoolBatchEngine(model, tokenizer, pool, spec, recorder=recorder, spill_dir=spill_dir)
 
     return build

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tui.agents import Agent, Roster
 from tui.chat import Renderer, TurnOutcome, plan_turn, record_failure, record_turn
 from tui.messages import (
+    ContextAdopted,
     EngineFailed,
     EngineReady,
     EngineStats,
@@ -21,6 +22,7 @@ from tui.messages import (
     SubmitTurn,
     TokensGenerated,
 )
+from tui.session_log import SessionLog
 from tui.settings import TuiSettings
 from tui.widgets import ChatPane, ModelStatus
 from tui.worker import EngineWorker
@@ -45,6 +47,7 @@ class EngineLink(_AppBase):
     worker: EngineWorker | None
     stats: EngineStats | None
     ready: bool
+    sessions: SessionLog | None
     _render_template: Renderer | None
     _eos_text: str
     _user_messages: dict[str, Any]  # agent id -> its in-flight user ChatMessage
@@ -81,6 +84,8 @@ class EngineLink(_AppBase):
         pane = self.pane(agent.agent_id)
         self._user_messages[agent.agent_id] = await pane.add_user(text)
         await pane.begin_reply()
+        if self.sessions is not None:
+            self.sessions.turn_began(agent.agent_id, text)
         self.worker.send(SubmitTurn(agent.agent_id, text, plan.prompt, plan.continues,
                                     self.settings.max_tokens, self.settings.temperature))
 
@@ -119,6 +124,8 @@ class EngineLink(_AppBase):
         if agent is None:
             return
         self.notify(message.error, title=f"{agent.name}: not sent", severity="error", timeout=10)
+        if self.sessions is not None:
+            self.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=message.error)
         pane = self.pane(agent.agent_id)
         pane.restore_input(message.text)
         if agent.in_flight is not None:
@@ -149,6 +156,10 @@ class EngineLink(_AppBase):
         agent.in_flight, agent.status, agent.prefill = None, "idle", None
         agent.context_tokens = message.context_tokens
         self._user_messages.pop(agent.agent_id, None)
+        if self.sessions is not None:
+            status = "cancelled" if message.finish_reason == "cancelled" else "complete"
+            self.sessions.turn_ended(agent.agent_id, message.text, status, finish_reason=message.finish_reason,
+                                     token_ids=message.token_ids)
         note = " · ".join(filter(None, [f"{message.generated_tokens} tok", FINISH_NOTES.get(message.finish_reason)]))
         await self.pane(agent.agent_id).finish_reply(message.text, note)
         await self._send_next(agent)
@@ -159,6 +170,8 @@ class EngineLink(_AppBase):
             return
         record_failure(agent.conversation, agent.in_flight, message.context_tokens)
         self.notify(message.error, title=f"{agent.name}: reply failed", severity="error", timeout=10)
+        if self.sessions is not None:
+            self.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=message.error)
         pane = self.pane(agent.agent_id)
         if not pane.input.value:
             pane.restore_input(agent.in_flight.user_text)
@@ -167,6 +180,15 @@ class EngineLink(_AppBase):
         self._user_messages.pop(agent.agent_id, None)
         await pane.add_error(message.error)
         await self._send_next(agent)
+
+    def on_context_adopted(self, message: ContextAdopted) -> None:
+        """A resumed agent's context is the text already in the engine for its next turn."""
+        agent = self.roster.get(message.agent_id)
+        if agent is None or agent.busy:
+            return
+        agent.context_tokens = message.num_tokens
+        agent.conversation.context_text = message.text or None
+        agent.conversation.context_tokens = message.num_tokens if message.text else 0
 
     def on_engine_stats(self, message: EngineStats) -> None:
         self.stats = message

@@ -93,6 +93,7 @@ class RequestFinished(Message):
     context_tokens: int
     ends_with_eos: bool
     decode_tok_s: float | None
+    token_ids: tuple[int, ...] = ()  # the agent's whole context after the turn, for the session log
 
 
 @dataclass
@@ -103,6 +104,15 @@ class RequestFailed(Message):
     uid: int
     error: str
     context_tokens: int
+
+
+@dataclass
+class ContextAdopted(Message):
+    """An agent's context from an earlier run is registered; ``text`` is its decoded text, if known."""
+
+    agent_id: str
+    text: str | None
+    num_tokens: int
 
 
 @dataclass
@@ -121,7 +131,7 @@ class EngineStats(Message):
 
 
 ENGINE_MESSAGES = (ModelLoading, EngineReady, EngineFailed, Submitted, SubmitFailed, TokensGenerated,
-                   RequestFinished, RequestFailed, EngineStats)
+                   RequestFinished, RequestFailed, ContextAdopted, EngineStats)
 
 
 # -- app -> engine thread (plain values on a queue.Queue) ----------------------
@@ -147,6 +157,14 @@ class CloseAgent:
     agent_id: str
 
 
-Command = SubmitTurn | CancelTurn | CloseAgent
+@dataclass(frozen=True, slots=True)
+class AdoptContext:
+    """Take over an agent's context from an earlier run (a resumed session)."""
+
+    agent_id: str
+    token_ids: tuple[int, ...]
+
+
+Command = SubmitTurn | CancelTurn | CloseAgent | AdoptContext
 # Posts a message to the app; ``App.post_message`` is thread-safe.
 Post = Callable[[Message], object]

@@ -142,6 +142,9 @@ class ScriptedEngine:
     def agent_blocks(self, agent_id: str) -> AgentBlocks | None:
         return self._agents.get(agent_id)
 
+    def adopt(self, agent_id: str, token_ids: Sequence[int]) -> AgentBlocks:
+        return self._resize(agent_id, len(token_ids))
+
     def spilled_agents(self) -> set[str]:
         return set()  # the script never spills
 
@@ -193,7 +196,7 @@ class ScriptedEngine:
     def _resize(self, agent_id: str, num_tokens: int) -> AgentBlocks:
         """Hold exactly the blocks a context of ``num_tokens`` needs (all-new blocks, for simplicity)."""
         self.pool.free_agent_blocks(agent_id)
-        agent = AgentBlocks(agent_id, num_tokens)
+        agent = AgentBlocks(agent_id, num_tokens, [1] * num_tokens)
         for layer_id in range(self.spec.n_layers):
             n = self.spec.max_blocks_for_layer(layer_id, num_tokens)
             if n:

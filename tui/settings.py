@@ -63,6 +63,11 @@ class TuiSettings(BaseSettings):
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="sampling temperature (0 = greedy)")
     telemetry_log: Path | None = Field(None, description="append telemetry events to this JSONL file")
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
+    resume: bool | None = Field(
+        None, description="resume the last session (True), start a new one (False), or resume it if it ran "
+                          "the same model (None)")
+    data_dir: Path | None = Field(None, description="folder of sessions.db and spill files (default: the "
+                                                    "user data folder)")
 
     @model_validator(mode="after")
     def _one_pool_size(self) -> TuiSettings:

@@ -17,9 +17,11 @@ from typing import Any, Protocol
 from telemetry import Recorder
 
 from tui.messages import (
+    AdoptContext,
     CancelTurn,
     CloseAgent,
     Command,
+    ContextAdopted,
     EngineFailed,
     EngineReady,
     EngineStats,
@@ -50,6 +52,7 @@ class Engine(Protocol):
     def has_work(self) -> bool: ...
     def cancel(self, uid: int) -> None: ...
     def close_agent(self, agent_id: str) -> None: ...
+    def adopt(self, agent_id: str, token_ids: Any) -> Any: ...
     def agent_blocks(self, agent_id: str) -> Any: ...
     def spilled_agents(self) -> set[str]: ...
     @property
@@ -168,6 +171,10 @@ class EngineWorker(threading.Thread):
             case CloseAgent(agent_id=agent_id):
                 engine.close_agent(agent_id)
                 self._agent_ids.discard(agent_id)
+            case AdoptContext(agent_id=agent_id, token_ids=token_ids):
+                engine.adopt(agent_id, token_ids)
+                self._agent_ids.add(agent_id)
+                self._post(ContextAdopted(agent_id, _decode(engine.tokenizer, token_ids), len(token_ids)))
 
     def _submit(self, engine: Engine, command: SubmitTurn) -> None:
         cache = engine.agent_blocks(command.agent_id) if command.continues else None
@@ -204,10 +211,11 @@ class EngineWorker(threading.Thread):
                                      context_tokens))
             return
         ids = completion.token_ids
+        context_ids = tuple(completion.blocks.token_ids) if completion.blocks is not None else ()
         self._post(RequestFinished(
             completion.agent_id, completion.uid, completion.text, completion.finish_reason,
             completion.cached_tokens, completion.prompt_tokens, completion.generated_tokens,
-            context_tokens, bool(ids) and ids[-1] in self._eos_ids, completion.decode_tok_s,
+            context_tokens, bool(ids) and ids[-1] in self._eos_ids, completion.decode_tok_s, context_ids,
         ))
 
     def _post_stats(self, engine: Engine) -> None:
@@ -233,6 +241,17 @@ def _renderer(tokenizer: Any) -> Callable[[list[dict[str, str]], bool], str]:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
 
     return render
+
+
+def _decode(tokenizer: Any, token_ids: tuple[int, ...]) -> str | None:
+    """The exact text of ``token_ids``, or None when the tokenizer cannot tell (the chat logic then starts fresh)."""
+    decode = getattr(tokenizer, "decode", None)
+    if decode is None:
+        return None
+    try:
+        return decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    except TypeError:  # a tokenizer without those options: its plain decode
+        return decode(list(token_ids))
 
 
 def plain_render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:

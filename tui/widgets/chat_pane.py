@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -12,6 +14,9 @@ from textual.widgets import Input, Static
 
 from tui.widgets.chat_input import ChatInput
 from tui.widgets.chat_message import ChatMessage
+
+if TYPE_CHECKING:
+    from engine.sessions import Message as SavedMessage
 
 
 class ChatPane(Vertical):
@@ -111,6 +116,17 @@ class ChatPane(Vertical):
             if widget is not None:
                 await widget.remove()
         self._reply = None
+
+    async def show_saved(self, messages: Sequence[SavedMessage]) -> None:
+        """Draw a restored transcript; replies that did not complete are marked with their status."""
+        for message in messages:
+            if message.role == "user":
+                await self.add_user(message.content)
+            elif message.status == "error":
+                await self.add_error(message.finish_reason or "the reply failed")
+            else:
+                await self.begin_reply()
+                await self.finish_reply(message.content, "" if message.status == "complete" else message.status)
 
     async def add_error(self, error: str) -> None:
         if self._reply is not None and not self._reply.text:

@@ -1,0 +1,117 @@
+"""The app's record in the session database: which session runs, and its agents and turns.
+
+Bookkeeping only (UI thread, no widgets): maps the app's agent ids to database rows and
+writes each change as it happens, so a restart finds every agent and completed turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from engine.sessions import AgentRecord, Message, SessionStore, SessionStoreError, Status, export_markdown
+
+from tui.settings import TuiSettings
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def open_store(settings: TuiSettings) -> SessionStore:
+    """The session database under ``settings.data_dir`` (else the user data folder); raises SessionStoreError."""
+    return SessionStore(settings.data_dir / "sessions.db" if settings.data_dir is not None else None)
+
+
+class SessionLog:
+    """One session of ``store``: the last one when resuming, else a new one.
+
+    ``settings.resume``: True resumes the last session, False starts a new one, None
+    resumes the last one only when it ran the same model. Write errors go to ``warn``
+    instead of stopping the app.
+    """
+
+    def __init__(self, store: SessionStore, settings: TuiSettings,
+                 warn: Callable[[str], object] = print) -> None:
+        self.store = store
+        self.model = settings.model or DEFAULT_MODEL_NAME
+        self.warn = warn
+        last = store.last_session()
+        resume = settings.resume if settings.resume is not None else last is not None and last.model == self.model
+        self.resumed = bool(resume and last is not None)
+        if self.resumed:
+            assert last is not None
+            self.session_id = last.id
+        else:
+            saved = settings.model_dump(mode="json", exclude={"keymap", "resume", "data_dir"})
+            self.session_id = store.new_session(self.model, saved)
+        self._record_ids: dict[str, int] = {}  # app agent id -> agents.id
+        self._reply_ids: dict[str, int] = {}  # app agent id -> messages.id of its unfinished reply
+
+    @property
+    def spill_dir(self) -> Path:
+        """Where the engine spills this session's caches, so they outlive the process."""
+        return self.store.path.parent / "spill" / str(self.session_id)
+
+    def saved_agents(self) -> list[AgentRecord]:
+        """The open agents of a resumed session (none for a new one)."""
+        return self.store.agents(self.session_id) if self.resumed else []
+
+    def messages(self, record: AgentRecord) -> list[Message]:
+        return self.store.messages(record.id)
+
+    def record(self, agent_id: str) -> AgentRecord | None:
+        """The database's view of an agent, for export."""
+        record_id = self._record_ids.get(agent_id)
+        return next((r for r in self.store.agents(self.session_id) if r.id == record_id), None)
+
+    def export(self, agent_id: str, folder: Path) -> Path:
+        """Write an agent's conversation to ``folder/<name>.md``; raises OSError or SessionStoreError."""
+        record = self.record(agent_id)
+        if record is None:
+            raise SessionStoreError(f"agent {agent_id!r} has no saved conversation in {self.store.path}")
+        path = folder / f"{record.name.replace('/', '_')}.md"
+        path.write_text(export_markdown(self.store, record), encoding="utf-8")
+        return path
+
+    # -- changes ----------------------------------------------------------------------
+
+    def agent_opened(self, agent_id: str, name: str, system_prompt: str, record_id: int | None = None) -> None:
+        """Bind an app agent to its row: ``record_id`` for a restored one, else a new row."""
+        if record_id is None:
+            record_id = self._write(self.store.add_agent, self.session_id, name, system_prompt)
+        if record_id is not None:
+            self._record_ids[agent_id] = record_id
+
+    def agent_renamed(self, agent_id: str, name: str) -> None:
+        if (record_id := self._record_ids.get(agent_id)) is not None:
+            self._write(self.store.rename_agent, record_id, name)
+
+    def agent_closed(self, agent_id: str) -> None:
+        if (record_id := self._record_ids.pop(agent_id, None)) is not None:
+            self._write(self.store.close_agent, record_id)
+
+    def turn_began(self, agent_id: str, user_text: str) -> None:
+        if (record_id := self._record_ids.get(agent_id)) is not None:
+            reply_id = self._write(self.store.begin_turn, record_id, user_text)
+            if reply_id is not None:
+                self._reply_ids[agent_id] = reply_id
+
+    def turn_ended(self, agent_id: str, text: str, status: Status, *, finish_reason: str | None = None,
+                   token_ids: Sequence[int] | None = None) -> None:
+        """Store the reply; ``token_ids`` (the agent's whole context) for a turn the engine kept."""
+        if (reply_id := self._reply_ids.pop(agent_id, None)) is not None:
+            context = list(token_ids) if token_ids is not None else None
+            self._write(self.store.finish_turn, reply_id, text, status, finish_reason=finish_reason,
+                        context_tokens=context)
+
+    def _write(self, write: Callable[..., int | None], *args: object, **kwargs: object) -> int | None:
+        try:
+            return write(*args, **kwargs)
+        except SessionStoreError as exc:
+            self.warn(str(exc))
+            return None
+
+
+def kept_turns(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    """(user text, reply) of the turns the conversation holds: failed and interrupted ones left no reply."""
+    pairs = zip(messages[::2], messages[1::2])
+    return [(user.content, reply.content) for user, reply in pairs if reply.status in ("complete", "cancelled")]
