@@ -49,6 +49,9 @@ class KVBlockStore:
         shape = (total_blocks, 2, spec.n_kv_heads, spec.block_tokens, spec.head_dim)
         self._slab = mx.zeros(shape, dtype=self.dtype)
         self._host = host_view(self._slab)
+        # The slab as rows of one (block, K|V, head): each row is block_tokens x head_dim
+        # contiguous values, so a gather is one mx.take over rows (memory speed, EXP-006).
+        self._rows = self._slab.reshape(-1, spec.block_tokens * spec.head_dim)
 
     @property
     def nbytes(self) -> int:
@@ -78,17 +81,20 @@ class KVBlockStore:
             caches.append(self._make_cache(layer_id, keys, values, n))
             num_blocks += len(blocks)
             num_bytes += keys.nbytes + values.nbytes
+        mx.eval([(c.keys, c.values) for c in caches])
         ms = (time.perf_counter() - tic) * 1000
         return caches, CopyStats(num_blocks, num_bytes, n, ms)
 
     def _gather_layer(self, blocks: list[Block], kept: int) -> tuple[mx.array, mx.array]:
-        spec, bt = self.spec, self.spec.block_tokens
-        kv = mx.zeros((2, 1, spec.n_kv_heads, kept, spec.head_dim), dtype=self.dtype)
-        dest = host_view(kv)
-        for i, block in enumerate(blocks):
-            count = min(bt, kept - i * bt)
-            dest[:, 0, :, i * bt : i * bt + count] = self._host[block.block_id, :, :, :count]
-        return kv[0], kv[1]
+        spec = self.spec
+        ids = np.fromiter((b.block_id for b in blocks), dtype=np.uint32, count=len(blocks))
+        kv = np.arange(2, dtype=np.uint32)[:, None, None]
+        heads = np.arange(spec.n_kv_heads, dtype=np.uint32)[None, :, None]
+        # Row order (K|V, head, block): after the take, tokens run contiguously per head.
+        rows = ((ids[None, None, :] * 2 + kv) * spec.n_kv_heads + heads).ravel()
+        taken = mx.take(self._rows, mx.array(rows), axis=0)
+        taken = taken.reshape(2, 1, spec.n_kv_heads, len(blocks) * spec.block_tokens, spec.head_dim)
+        return taken[0, :, :, :kept], taken[1, :, :, :kept]
 
     def _make_cache(self, layer_id: int, keys: mx.array, values: mx.array, n: int) -> LayerCache:
         if self.spec.is_sliding(layer_id):
