@@ -39,7 +39,7 @@ from .block_writer import BlockWriter
 from .kv_store import KVBlockStore, LayerCache
 from .requests import Completion, FinishReason, PrefillProgress, Request, StepOutput, TokenDelta
 from .residency import Residency
-from .spill import SpillStore
+from .spill import SpillStore, model_key
 
 DEFAULT_PREFILL_STEP = 512
 _BLOCKED = object()  # _start's answer when the pool has no room for a request yet
@@ -102,7 +102,8 @@ class BlockPoolBatchEngine:
         spill_folder = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir()) / (
             f"blockpool-spill-{os.getpid()}-{id(self):x}"
         )
-        self._residency = Residency(pool, self._store, self._writer, SpillStore(spill_folder, spec), self.recorder)
+        key = model_key(model) if model is not None else ""
+        self._residency = Residency(pool, self._store, self._writer, SpillStore(spill_folder, spec, key), self.recorder)
         self._gen = self._new_generator() if model is not None else None
 
         self._lock = threading.Lock()  # guards the inbox and the sets below

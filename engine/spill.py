@@ -45,9 +45,10 @@ class SpilledContext:
 class SpillStore:
     """Spill files in one folder, named after their agents."""
 
-    def __init__(self, folder: str | Path, spec: ModelCacheSpec) -> None:
+    def __init__(self, folder: str | Path, spec: ModelCacheSpec, model_key: str = "") -> None:
         self.folder = Path(folder)
         self.spec = spec
+        self.model_key = model_key  # K/V only make sense for the weights that computed them
 
     def path(self, agent_id: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
@@ -70,6 +71,7 @@ class SpillStore:
             "agent_id": agent_id,
             "total_tokens": str(len(token_ids)),
             "spec": self.spec.model_dump_json(),
+            "model_key": self.model_key,
         }
         target = self.path(agent_id)
         tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.safetensors")
@@ -113,6 +115,8 @@ class SpillStore:
                 f"{path} is not a blockpool spill file of version {VERSION} "
                 f"(format={metadata.get('format')!r}, version={metadata.get('version')!r})"
             )
+        if metadata.get("model_key") != self.model_key:
+            raise SpillError(f"{path} was written by another model (key {metadata.get('model_key')!r})")
         if metadata.get("agent_id") != agent_id:
             raise SpillError(f"{path} belongs to agent {metadata.get('agent_id')!r}, not {agent_id!r}")
         try:
@@ -130,3 +134,15 @@ class SpillStore:
         if keys.dtype != getattr(mx, self.spec.dtype):
             raise SpillError(f"{path} layer {layer_id}: dtype {keys.dtype}, expected {self.spec.dtype}")
         return host_view(keys), host_view(values)
+
+
+def model_key(model: object) -> str:
+    """A fingerprint of a model's weights: names, shapes, dtypes and a sample of values."""
+    from mlx.utils import tree_flatten
+
+    digest = hashlib.sha1()
+    for name, value in tree_flatten(model.parameters()):  # type: ignore[attr-defined]
+        digest.update(f"{name}:{value.shape}:{value.dtype};".encode())
+        sample = value.reshape(-1)[:256]
+        digest.update(np.array(sample.astype(mx.float32) if sample.dtype == mx.bfloat16 else sample).tobytes())
+    return digest.hexdigest()[:16]

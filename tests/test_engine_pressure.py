@@ -135,3 +135,17 @@ def test_adopted_context_restores_from_disk_after_restart(default_model, default
     assert done.cached_tokens == len(first2.blocks.token_ids)
     (restore,) = recorder.events(kind="restore")
     assert restore.source == "disk"
+
+
+def test_spill_file_of_another_model_is_refused(default_model, default_spec, tmp_path):
+    from engine.spill import SpillError, SpillStore
+
+    engine = make_engine(default_model, default_spec, 200, tmp_path)
+    run_alone(engine, "a", "Hello!", MAX_TOKENS)
+    assert engine.evict("a")
+    with pytest.raises(SpillError, match="written by another model"):
+        SpillStore(tmp_path / "spill", default_spec, model_key="other-weights").load("a")
+    foreign = tmp_path / "spill" / "b.safetensors"
+    foreign.write_bytes(b"\x00" * 64)
+    with pytest.raises(SpillError, match="unreadable"):
+        SpillStore(tmp_path / "spill", default_spec).load("b")
