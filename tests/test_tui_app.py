@@ -116,7 +116,8 @@ async def test_two_agents_stream_complete_and_closing_frees_blocks(default_model
 
 
 async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):
-    app = make_app(default_model, agents=1, max_tokens=12)
+    # A long limit: the reply must still be running when Escape arrives, however fast the machine.
+    app = make_app(default_model, agents=1, max_tokens=200)
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         (agent,) = list(app.roster)
@@ -126,7 +127,7 @@ async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):
         await pilot.press("escape")
         await wait_for(pilot, lambda: not agent.busy)
         reply = agent.conversation.turns[-1].content
-        assert 0 < len(reply.split()) < 12
+        assert 0 < len(reply.split()) < 150
         engine = app.worker.engine
         context_ids = engine.agent_blocks(agent.agent_id).token_ids
         assert engine.tokenizer.decode(context_ids) == agent.conversation.context_text
