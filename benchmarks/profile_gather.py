@@ -1,15 +1,13 @@
-"""Where EXP-006's gather time goes, and what an alternative gather would cost (same run).
+"""Where EXP-006's gather time goes, and what a variant of it would cost (same run).
 
 For each context on Gemma 3 12B shapes it times, interleaved:
-  engine    the engine's real ``_reconstruct_cache`` (+ ``mx.eval``);
-  alloc     only its destination allocation: ``mx.zeros`` per layer, evaluated (a fill pass);
-  views     the engine's gather with one change: the destination is ``[2, H, T, D]`` and
-            keys/values are ``kv[0:1]``/``kv[1:2]`` (views). ``kv[0]`` (an integer index)
-            makes MLX copy the whole layer again through its slow copy kernel;
-  take      an alternative: one ``mx.take`` per layer over a row view of the slab, rows
-            ordered so the result is already ``[2, H, T, D]`` (no zero fill, no NumPy pass);
+  engine    the engine's real ``_reconstruct_cache`` (+ ``mx.eval`` of every key/value);
+  views     the same ``mx.take`` over the slab's (block, K|V, head) rows, keys/values taken
+            as ``kv[0:1]``/``kv[1:2]`` slices instead of integer indices (on an evaluated
+            array ``kv[0]`` copies in MLX; measured here, it costs nothing after a take);
   copy      ``np.copyto`` of the same bytes between preallocated buffers (the bound);
-first with the engine's MLX cache limit, then with ``--cache-limit-gib``.
+first under the engine's MLX allocator cache limit (1 GiB), then with ``--cache-limit-gib``:
+a gather larger than the cache limit maps fresh memory, and pays its page faults, every time.
 """
 
 from __future__ import annotations
@@ -29,58 +27,29 @@ from common import print_table, save
 from engine import BlockPoolBatchEngine
 from engine.experiments.exp006 import CopyBench, SyntheticShape, build_agent_blocks, gather_once
 from engine.experiments.report import fmt
-from engine.kv_store import host_view
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 
 
-def alloc_once(spec: ModelCacheSpec, agent: AgentBlocks) -> float:
-    tic = time.perf_counter()
-    out = [mx.zeros((2, 1, spec.n_kv_heads, spec.tokens_kept(i, agent.total_tokens), spec.head_dim),
-                    dtype=getattr(mx, spec.dtype)) for i in range(spec.n_layers)]
-    mx.eval(out)
-    ms = (time.perf_counter() - tic) * 1000
-    del out
-    return ms
-
-
-def views_once(engine: BlockPoolBatchEngine, agent: AgentBlocks) -> float:
-    """The engine's gather, but returning slice views instead of integer-indexed copies."""
-    spec, store, bt = engine.spec, engine._store, engine.spec.block_tokens
-    tic = time.perf_counter()
-    caches = []
-    for i in range(spec.n_layers):
-        kept = spec.tokens_kept(i, agent.total_tokens)
-        kv = mx.zeros((2, spec.n_kv_heads, kept, spec.head_dim), dtype=store.dtype)
-        dest = host_view(kv)
-        for j, block in enumerate(agent.layer_blocks(i)):
-            count = min(bt, kept - j * bt)
-            dest[:, :, j * bt : j * bt + count] = store._host[block.block_id, :, :, :count]
-        caches.append(store._make_cache(i, kv[0:1], kv[1:2], agent.total_tokens))
-    mx.eval([a for c in caches for a in (c.keys, c.values)])
-    ms = (time.perf_counter() - tic) * 1000
-    del caches
-    return ms
-
-
 def take_indices(spec: ModelCacheSpec, agent: AgentBlocks) -> list[mx.array]:
-    """Per layer, slab rows (block, kv, head) in the order (kv, head, block)."""
+    """Per layer, slab rows (block, K|V, head) in the order (K|V, head, block)."""
     h = spec.n_kv_heads
     return [mx.array([(b.block_id * 2 + kv) * h + head for kv in range(2) for head in range(h)
                       for b in agent.layer_blocks(i)], dtype=mx.uint32) for i in range(spec.n_layers)]
 
 
-def take_once(engine: BlockPoolBatchEngine, agent: AgentBlocks, indices: list[mx.array]) -> float:
-    spec = engine.spec
-    rows = engine._store._slab.reshape(-1, spec.block_tokens * spec.head_dim)
+def views_once(engine: BlockPoolBatchEngine, agent: AgentBlocks, indices: list[mx.array]) -> float:
+    """One ``mx.take`` per layer; keys and values as slice views of its result."""
+    spec, store = engine.spec, engine._store
+    rows = store._slab.reshape(-1, spec.block_tokens * spec.head_dim)
     tic = time.perf_counter()
-    out = []
+    caches = []
     for i, idx in enumerate(indices):
         kv = mx.take(rows, idx, axis=0).reshape(2, spec.n_kv_heads, -1, spec.head_dim)
         kept = spec.tokens_kept(i, agent.total_tokens)
-        out.extend((kv[0:1, :, :kept], kv[1:2, :, :kept]))
-    mx.eval(out)
+        caches.append(store._make_cache(i, kv[0:1, :, :kept], kv[1:2, :, :kept], agent.total_tokens))
+    mx.eval([a for c in caches for a in (c.keys, c.values)])
     ms = (time.perf_counter() - tic) * 1000
-    del out
+    del caches
     return ms
 
 
@@ -94,8 +63,8 @@ def profile(context: int, runs: int) -> dict[str, list[float]]:
     copier = CopyBench(sum(2 * spec.n_kv_heads * spec.tokens_kept(i, context) * spec.head_dim * spec.itemsize
                            for i in range(spec.n_layers)))
     timers: dict[str, Callable[[], float]] = {
-        "engine": lambda: gather_once(engine, agent), "alloc": lambda: alloc_once(spec, agent),
-        "views": lambda: views_once(engine, agent), "take": lambda: take_once(engine, agent, indices), "copy": copier.once}
+        "engine": lambda: gather_once(engine, agent), "views": lambda: views_once(engine, agent, indices),
+        "copy": copier.once}
     for timer in timers.values():
         timer()  # warm-up: first-use page faults
     samples: dict[str, list[float]] = {name: [] for name in timers}
@@ -122,15 +91,14 @@ def main() -> None:
             samples = profile(context, args.runs)
             med = {k: statistics.median(v) for k, v in samples.items()}
             label = "engine default (1 GiB)" if limit is None else f"{limit:g} GiB"
-            rows.append((context, label, *(fmt(med[k]) for k in ("engine", "alloc", "views", "take", "copy")),
-                         *(fmt(med[k] / med["copy"]) for k in ("engine", "views", "take"))))
+            rows.append((context, label, *(fmt(med[k]) for k in ("engine", "views", "copy")),
+                         *(fmt(med[k] / med["copy"]) for k in ("engine", "views"))))
             data.append({"context_tokens": context, "cache_limit": label, "samples_ms": samples, "median_ms": med})
             print(rows[-1], flush=True)
     print_table(f"gather profile, medians of {args.runs} interleaved runs (ms)",
-                ("context", "MLX cache limit", "engine", "alloc only", "views", "mx.take", "np copy",
-                 "engine/copy", "views/copy", "take/copy"), rows)
+                ("context", "MLX cache limit", "engine", "views", "np copy", "engine/copy", "views/copy"), rows)
     save("profile_gather", None, params=vars(args),
-         headline={"metric": "median ms: engine gather vs mx.take alternative vs plain copy", "value": None},
+         headline={"metric": "median ms: engine gather vs slice-view variant vs plain copy", "value": None},
          data=data)
 
 

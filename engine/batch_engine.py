@@ -80,11 +80,6 @@ class BlockPoolBatchEngine:
             raise ValueError(
                 f"max_batch_size ({max_batch_size}) and prefill_step_size ({prefill_step_size}) must be >= 1"
             )
-        if mx.default_device().type == mx.DeviceType.cpu:
-            # The CPU allocator's 32 MiB default cache made large copies ~3x slower.
-            previous = mx.set_cache_limit(_CPU_CACHE_LIMIT_BYTES)
-            if previous > _CPU_CACHE_LIMIT_BYTES:
-                mx.set_cache_limit(previous)
         self.model = model
         # model=None gives a gather-only engine (EXP-006 benchmarks on synthetic blocks).
         if tokenizer is not None and not isinstance(tokenizer, TokenizerWrapper):
@@ -99,6 +94,13 @@ class BlockPoolBatchEngine:
             pool.set_observer(self._on_pool_change)
         self._store = KVBlockStore(spec, pool.total_blocks)
         self._writer = BlockWriter(pool, self._store)
+        if mx.default_device().type == mx.DeviceType.cpu:
+            # A gather's buffers must come back from MLX's allocator cache: below the size
+            # of a gather, fresh pages cost 2.8x (16K) to 5x (32K) the copy itself (EXP-006).
+            limit = max(_CPU_CACHE_LIMIT_BYTES, self._store.nbytes)
+            previous = mx.set_cache_limit(limit)
+            if previous > limit:
+                mx.set_cache_limit(previous)
         spill_folder = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir()) / (
             f"blockpool-spill-{os.getpid()}-{id(self):x}"
         )
