@@ -412,7 +412,7 @@ class BlockPoolBatchEngine:
 
     def _no_room_message(self, request: Request) -> str:
         agent = self._agents[request.agent_id]
-        needed = sum(self._writer.blocks_needed(agent, {}, request.context_tokens + 1).values())
+        needed = self._writer.num_blocks_needed(agent, {}, request.context_tokens + 1)
         return (
             f"not enough free blocks for this turn: needs {needed}, {self.pool.free_blocks()} free of "
             f"{self.pool.total_blocks}, and no idle agent could be spilled to make room"
@@ -487,7 +487,7 @@ class BlockPoolBatchEngine:
             return self._remove(request, "stop", keep=True)
         agent = self._agents[request.agent_id]
         if not self._residency.reserve(agent, request.reserved, request.context_tokens + 1, self._evictable):
-            needed = sum(self._writer.blocks_needed(agent, request.reserved, request.context_tokens + 1).values())
+            needed = self._writer.num_blocks_needed(agent, request.reserved, request.context_tokens + 1)
             error = (
                 f"block pool full after {len(request.generated_ids)} tokens: needs {needed} more blocks, "
                 f"{self.pool.free_blocks()} free of {self.pool.total_blocks}, nothing idle to spill"

@@ -34,6 +34,10 @@ class BlockWriter:
                 needs[layer_id] = missing
         return needs
 
+    def num_blocks_needed(self, agent: AgentBlocks, reserved: dict[int, list[Block]], context_tokens: int) -> int:
+        """How many blocks, over all layers, a context of ``context_tokens`` still lacks."""
+        return sum(self.blocks_needed(agent, reserved, context_tokens).values())
+
     def reserve(self, agent: AgentBlocks, reserved: dict[int, list[Block]], context_tokens: int) -> int:
         """Take the blocks a context of ``context_tokens`` needs, all or nothing.
 

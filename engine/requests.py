@@ -35,7 +35,6 @@ class Request:
     first_token_s: float | None = None
     # Blocks taken for this turn's new tokens, per layer; written at the end of the turn.
     reserved: dict[int, list[Block]] = field(default_factory=dict)
-    cancel_requested: bool = False
 
     @property
     def context_tokens(self) -> int:

@@ -71,7 +71,7 @@ class Residency:
             self.writer.reserve(agent, reserved, context_tokens)
             return True
         except PoolExhausted:
-            needed = sum(self.writer.blocks_needed(agent, reserved, context_tokens).values())
+            needed = self.writer.num_blocks_needed(agent, reserved, context_tokens)
         victims = [a for a in evictable() if a.agent_id != agent.agent_id]
         for victim in sorted(victims, key=lambda a: self.last_used.get(a.agent_id, 0.0)):
             if self.pool.free_blocks() >= needed:

@@ -19,6 +19,12 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Pilot tests (``pytest.mark.anyio``) run on asyncio."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def default_model():
     """(model, tokenizer) of the embedded SmolLM2-135M-Instruct, default dtype."""

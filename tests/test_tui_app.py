@@ -19,11 +19,6 @@ WAIT_S = 90.0
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def no_user_config(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))

@@ -13,11 +13,6 @@ pytestmark = pytest.mark.anyio
 RED, GREEN = "#ff0000", "#00ff00"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def snapshot(total_blocks: int, owners_per_layer: list[list[str]], sliding: set[int] = frozenset()) -> PoolSnapshot:
     blocks, next_id = [], 0
     for layer_id, owners in enumerate(owners_per_layer):

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.anyio
 REPLIES = ("one two three four five six seven eight",)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def no_user_config(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))

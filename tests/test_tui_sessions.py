@@ -27,11 +27,6 @@ pytestmark = pytest.mark.anyio
 REPLIES = ("one two three four",)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def no_user_config(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
