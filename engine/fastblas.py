@@ -1,108 +1,140 @@
-"""Run MLX's CPU backend on OpenBLAS instead of the reference BLAS its Linux wheel bundles.
+"""Run MLX's CPU backend on a fast BLAS instead of the reference BLAS its Linux wheel bundles.
 
-Measured here (2-core AMD EPYC, float32 512x576 @ 576x1536): bundled BLAS 7.7 GFLOP/s,
-OpenBLAS 0.3.31 (PyPI ``cmeel-openblas``) ~450 GFLOP/s. Prefill is matmul-bound, so this
-is the difference between seconds and minutes for a long prompt.
+Measured (float32 512x576 @ 576x1536, one thread): bundled 3-8 GFLOP/s, a DYNAMIC_ARCH
+OpenBLAS 60-180 GFLOP/s (benchmarks/blas.md). Prefill is matmul-bound, so this is the
+difference between seconds and minutes for a long prompt.
 
-The library must be in place before ``libmlx.so`` loads, so it is preloaded
-(``LD_PRELOAD``) into a fresh process: ``python -m engine.fastblas CMD...`` runs CMD
-with it, and the console scripts re-exec themselves once. Nothing here imports MLX.
-Set ``BLOCKPOOL_FAST_BLAS=0`` to opt out.
+The library (chosen and probed by ``engine.blas.choice``) must be in the process before
+``libmlx.so`` loads. Two ways, both here, neither importing MLX:
+- in-process: ``import engine`` loads it with ``RTLD_GLOBAL`` (``load_in_process``), so a
+  user's script, pytest and the benchmarks get it without a restart;
+- preloaded: ``python -m engine.fastblas CMD...`` (``make test``, ``make bench``) runs CMD
+  with ``LD_PRELOAD``, which its child processes inherit.
+``BLOCKPOOL_FAST_BLAS=0`` opts out, ``BLOCKPOOL_BLAS_LIB`` names another library and
+``BLOCKPOOL_BLAS_THREADS`` sets its threads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import ctypes
 import os
-import platform
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 
-from .paths import cache_dir
-
-_MARKER = "BLOCKPOOL_FAST_BLAS"
-
-
-def _site_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))).parent
+from engine.blas.choice import OPT_OUT_ENV, Choice, choose
+from engine.blas.probe import PRELOADED_ENV
 
 
-def _openblas_and_runtime() -> tuple[Path, Path] | None:
-    """cmeel's libopenblas and the folder of MLX's bundled Fortran runtime, if both exist."""
-    if sys.platform != "linux" or platform.machine() != "x86_64":
-        return None
-    site = _site_dir("mlx")
-    if site is None:
-        return None
-    openblas = site / "cmeel.prefix" / "lib" / "libopenblas.so.0"
-    runtime = site / "mlx_cpu.libs"
-    if not openblas.exists() or not runtime.is_dir():
-        return None
-    return openblas, runtime
+@dataclass
+class _ProcessState:
+    choice: Choice | None = None
+    load_attempted: bool = False
+    loaded: str | None = None  # the path this process dlopen-ed
 
 
-def blas_env() -> dict[str, str] | None:
-    """Environment additions that preload OpenBLAS, or None where it does not apply."""
-    found = _openblas_and_runtime()
-    if found is None or os.environ.get(_MARKER) == "0":
-        return None
-    openblas, runtime = found
-    # cmeel's OpenBLAS links libgfortran.so.5 by its plain name; MLX's wheel ships the
-    # same runtime under hashed names. Link the plain names to them in our cache.
-    link_dir = cache_dir() / "fastblas" / hashlib.sha1(str(runtime).encode()).hexdigest()[:12]
-    link_dir.mkdir(parents=True, exist_ok=True)
-    for lib in runtime.iterdir():
-        for stem in ("libgfortran", "libquadmath"):
-            if lib.name.startswith(stem + "-"):
-                _symlink(link_dir / lib.name, lib)
-                _symlink(link_dir / (stem + (".so.5" if stem == "libgfortran" else ".so.0")), lib)
-    paths = [str(link_dir)] + [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-    preload = [str(openblas)] + [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p]
-    env = {"LD_LIBRARY_PATH": ":".join(paths), "LD_PRELOAD": ":".join(preload), _MARKER: "1"}
-    # One BLAS thread unless told otherwise: measured on a busy 2-core machine, float32
-    # decode ran 17.4 tok/s with one thread and 3.1 with OpenBLAS's spinning default.
-    env["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", "1")
-    return env
+_state = _ProcessState()
 
 
-def _symlink(link: Path, target: Path) -> None:
-    if link.is_symlink() and link.resolve() == target.resolve():
-        return
-    tmp = link.with_name(f".{link.name}.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)  # atomic: concurrent starts never see a half-made link
+def current_choice() -> Choice:
+    """This process's choice, made (and warned about) once."""
+    if _state.choice is None:
+        _state.choice = choose()
+    return _state.choice
+
+
+def preloaded() -> str | None:
+    """The library a parent put on LD_PRELOAD for us, if it is still there."""
+    path = os.environ.get(PRELOADED_ENV)
+    return path if path and path in os.environ.get("LD_PRELOAD", "").split(":") else None
+
+
+def loaded_library() -> str | None:
+    """The fast BLAS in this process (preloaded or loaded in-process), else None."""
+    return _state.loaded or preloaded()
 
 
 def active() -> bool:
-    """Whether this process was started with OpenBLAS preloaded."""
-    return os.environ.get(_MARKER) == "1" and "libopenblas" in os.environ.get("LD_PRELOAD", "")
+    """Whether MLX in this process runs on a fast BLAS."""
+    return loaded_library() is not None
+
+
+def load_in_process() -> None:
+    """Load the chosen BLAS into this process before MLX, once; warn once if MLX came first."""
+    if _state.load_attempted or preloaded() is not None or os.environ.get(OPT_OUT_ENV) == "0":
+        return
+    _state.load_attempted = True
+    choice = current_choice()
+    if choice.library is None:
+        return
+    if "mlx.core" in sys.modules:
+        print("blockpool: MLX was imported before engine, so it runs on its bundled BLAS (slower); "
+              "import engine first, or run through `python -m engine.fastblas`", file=sys.stderr)
+        return
+    # OpenBLAS reads its thread count once, while it loads.
+    os.environ["OPENBLAS_NUM_THREADS"] = str(choice.threads)
+    try:
+        ctypes.CDLL(str(choice.library.load_path), mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        print(f"blockpool: cannot load BLAS {choice.library.path} in this process ({exc}); using the bundled "
+              "BLAS (slower); `python -m engine.fastblas CMD` preloads it instead", file=sys.stderr)
+        return
+    _state.loaded = str(choice.library.load_path)
+
+
+def blas_env(choice: Choice | None = None) -> dict[str, str] | None:
+    """Environment additions that preload the chosen BLAS, or None where none applies."""
+    choice = choice if choice is not None else current_choice()
+    if choice.library is None:
+        return None
+    base = _without_preload(os.environ)
+    load_path = str(choice.library.load_path)
+    dirs = [str(d) for d in choice.library.library_dirs] + _split(base.get("LD_LIBRARY_PATH"))
+    return {"LD_PRELOAD": ":".join([load_path, *_split(base.get("LD_PRELOAD"))]),
+            "LD_LIBRARY_PATH": ":".join(dirs), PRELOADED_ENV: load_path,
+            "OPENBLAS_NUM_THREADS": str(choice.threads)}
 
 
 def reexec_if_needed() -> None:
-    """Restart this console script with OpenBLAS preloaded (once; before MLX loads)."""
-    if active() or os.environ.get(_MARKER) == "0" or "mlx.core" in sys.modules:
+    """Console scripts: make sure the chosen BLAS is the one in this process.
+
+    ``import engine`` normally loaded it already. Only a BLAS preloaded by a parent that
+    differs from this process's choice (another BLOCKPOOL_BLAS_LIB, an opt-out) needs a
+    restart without it."""
+    inherited = preloaded()
+    if inherited is None:
+        load_in_process()
         return
-    env = blas_env()
-    if env is None:
+    if "mlx.core" in sys.modules:
         return
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+    choice = current_choice()
+    if choice.library is not None and str(choice.library.load_path) == inherited:
+        return
+    env = {**_without_preload(os.environ), **(blas_env(choice) or {})}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def _without_preload(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    """``env`` minus the BLAS we preloaded into it (other LD_PRELOAD entries stay)."""
+    clean = dict(env)
+    if ours := clean.pop(PRELOADED_ENV, None):
+        clean["LD_PRELOAD"] = ":".join(p for p in _split(clean.get("LD_PRELOAD")) if p != ours)
+    return clean
+
+
+def _split(value: str | None) -> list[str]:
+    return [p for p in (value or "").split(":") if p]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m engine.fastblas CMD [ARGS...]``: run CMD with OpenBLAS preloaded."""
+    """``python -m engine.fastblas CMD [ARGS...]``: run CMD with the chosen BLAS preloaded."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
         print("usage: python -m engine.fastblas CMD [ARGS...]", file=sys.stderr)
         raise SystemExit(2)
-    env = blas_env()
-    os.execvpe(args[0], args, {**os.environ, **(env or {})})
+    env = {**_without_preload(os.environ), **(blas_env() or {})}
+    os.execvpe(args[0], args, env)
 
 
 if __name__ == "__main__":
