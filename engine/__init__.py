@@ -1,7 +1,7 @@
 """Model loading and the block-pool batch engine.
 
 Attributes load lazily (PEP 562) so that nothing here imports MLX; importing the package
-first loads the fast BLAS that MLX's CPU backend should use (``engine.fastblas``).
+first loads the fast BLAS that MLX's CPU backend should use (``engine.blas``).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from engine import fastblas as _fastblas
+from engine.blas.process import load_in_process as _load_fast_blas
 
 # Before anything imports MLX: its CPU backend binds its BLAS when libmlx.so loads.
-_fastblas.load_in_process()
+_load_fast_blas()
 
 _EXPORTS = {
     "BlockPoolBatchEngine": "engine.batch_engine",

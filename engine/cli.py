@@ -104,6 +104,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.doctor import run_doctor
+
+    return run_doctor(measure=not args.no_measure)
+
+
 # -- shared pieces -----------------------------------------------------------------
 
 
@@ -183,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub)
     add_demo(sub)
     add_export(sub)
+    add_doctor(sub)
     return parser
 
 
@@ -261,6 +268,16 @@ def add_export(sub: Any) -> None:
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="folder of sessions.db (default: $BLOCKPOOL_DATA_DIR or the user data folder)")
     p.set_defaults(func=cmd_export)
+
+
+def add_doctor(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="what blockpool runs on (MLX, BLAS, CPU, data), for a bug report",
+                       description="Print MLX's version and device, the BLAS in use with its probe verdict and a "
+                                   "matmul GFLOP/s against MLX's bundled BLAS, the CPU's flags, where models, "
+                                   "sessions and spill files live and their size, and the optional models. "
+                                   "Exit 0 when all is usable, 1 with the reasons when not.")
+    p.add_argument("--no-measure", action="store_true", help="skip the matmul timing (a few seconds)")
+    p.set_defaults(func=cmd_doctor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

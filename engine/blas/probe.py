@@ -12,12 +12,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .environment import loadable_vars, without_preload
 from .libraries import Library
 
 CHILD = Path(__file__).with_name("_probe_child.py")
 # Cold, the child spends ~0.2 s importing numpy; under CPU emulation (qemu) ~20x that.
 PROBE_TIMEOUT_S = 60.0
-PRELOADED_ENV = "BLOCKPOOL_BLAS_PRELOADED"
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,8 @@ def probe(library: Library, *, threads: int, timeout_s: float = PROBE_TIMEOUT_S)
 
 def child_env(library: Library, threads: int) -> dict[str, str]:
     """This environment minus any BLAS we preloaded, plus what ``library`` needs to load."""
-    env = dict(os.environ)
-    if preloaded := env.pop(PRELOADED_ENV, None):
-        kept = [p for p in env.get("LD_PRELOAD", "").split(":") if p and p != preloaded]
-        env["LD_PRELOAD"] = ":".join(kept)
-    dirs = [str(d) for d in library.library_dirs] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
-    env["LD_LIBRARY_PATH"] = ":".join(dirs)
-    env["OPENBLAS_NUM_THREADS"] = str(threads)
-    return env
+    env = without_preload(os.environ)
+    return {**env, **loadable_vars(library, env, threads)}
 
 
 def _signal_name(number: int) -> str:
