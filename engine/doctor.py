@@ -92,6 +92,8 @@ def add_cpu(report: Report) -> None:
 def add_blas(report: Report, choice: Choice) -> None:
     for library, verdict in choice.rejected:
         report.add("blas rejected", f"{library.path} ({library.source}): {verdict.reason}")
+    mapped = [Path(p).name for p in fastblas.mapped_blas_files()]
+    report.add("blas mapped", ", ".join(mapped) or "none (MLX not loaded)")
     loaded = fastblas.loaded_library()
     if choice.library is None or loaded is None:
         why = choice.reason if choice.library is None else "MLX was imported before the fast BLAS could load"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,11 +40,16 @@ class Verdict:
                    core=str(data.get("core", "")), probe_s=float(data.get("probe_s", 0.0)))  # type: ignore[arg-type]
 
 
-def probe(library: Library, *, threads: int, timeout_s: float = PROBE_TIMEOUT_S) -> Verdict:
-    """Load ``library`` in a child process, run sgemm, compare with NumPy."""
+def probe(library: Library, *, threads: int, timeout_s: float = PROBE_TIMEOUT_S,
+          launcher: Sequence[str] = ()) -> Verdict:
+    """Load ``library`` in a child process, run sgemm, compare with NumPy.
+
+    ``launcher`` prefixes the child's command line, e.g. ``("qemu-x86_64", "-cpu", "Haswell")``
+    to judge a library for another CPU kind."""
     started = time.perf_counter()
+    command = [*launcher, sys.executable, "-I", str(CHILD), str(library.load_path)]
     try:
-        done = subprocess.run([sys.executable, "-I", str(CHILD), str(library.load_path)], env=child_env(library, threads),
+        done = subprocess.run(command, env=child_env(library, threads),
                               capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return Verdict(False, f"the probe did not finish in {timeout_s:.0f} s", probe_s=time.perf_counter() - started)

@@ -16,6 +16,7 @@ import ctypes
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from .choice import OPT_OUT_ENV, Choice, choose
 from .environment import PRELOADED_ENV, preload_vars, split, without_preload
@@ -52,6 +53,15 @@ def loaded_library() -> str | None:
 def active() -> bool:
     """Whether MLX in this process runs on a fast BLAS."""
     return loaded_library() is not None
+
+
+def mapped_blas_files() -> list[str]:
+    """The BLAS libraries mapped into this process now (Linux): what MLX can actually use."""
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return sorted({line.split()[-1] for line in maps.splitlines() if "blas" in line.rsplit("/", 1)[-1].lower()})
 
 
 def load_in_process() -> None:
