@@ -67,9 +67,8 @@ def test_probe_accepts_the_pinned_openblas() -> None:
         assert "DYNAMIC_ARCH" in verdict.config
 
 
-@pytest.mark.parametrize("source", [TRAP, WRONG], ids=["trap", "wrong-answer"])
-def test_demo_survives_a_bad_blas_with_one_warning(tmp_path: Path, source: str) -> None:
-    library = build(tmp_path, "bad", source)
+def test_demo_survives_a_trapping_blas_with_one_warning(tmp_path: Path) -> None:
+    library = build(tmp_path, "trap", TRAP)
     done = subprocess.run([str(BIN / "blockpool"), "demo", "--agents", "1", "--max-tokens", "8"],
                           env=clean_env(**{LIB_ENV: str(library)}), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -80,7 +79,8 @@ def test_demo_survives_a_bad_blas_with_one_warning(tmp_path: Path, source: str) 
 
 
 def test_a_wrong_answer_blas_never_reaches_mlx(tmp_path: Path) -> None:
-    """In-process path (``import engine``): MLX's matmul stays right, so the library was not loaded."""
+    """Rejected the same way, and checked where it would show (``import engine`` then an
+    MLX matmul): the answer stays right, so the library never got into the process."""
     library = build(tmp_path, "wrong", WRONG)
     script = "import engine, mlx.core as mx; print(float((mx.ones((64, 64)) @ mx.ones((64, 64)))[0, 0]))"
     done = subprocess.run([sys.executable, "-c", script], env=clean_env(**{LIB_ENV: str(library)}),
