@@ -167,7 +167,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--threads", action="store_true", help="also the 1 vs 2 thread table (about a minute)")
+    parser.add_argument("--threads", action="store_true", help="also the 1 vs 2 thread table (minutes on 2 shared cores)")
     parser.add_argument("--record", action="store_true", help="write benchmarks/blas.md and blas.json too")
     parser.add_argument("--child-model", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """``blockpool``: the seed's experiments, the benchmarks and a short demo from the command line.
 
-Nothing heavy is imported at module level: ``main`` first re-executes the process with
-OpenBLAS preloaded (``engine.fastblas``), which must happen before MLX loads.
+Nothing heavy is imported at module level: importing ``engine`` loads the fast BLAS
+(``engine.fastblas``), which must happen before MLX loads.
 """
 
 from __future__ import annotations
