@@ -61,7 +61,10 @@ def _wheel_library() -> Library | None:
     runtime = _mlx_runtime_dir()
     if not files or runtime is None:
         return None
-    return _linked(files[0], runtime, source)
+    try:
+        return _linked(files[0], runtime, source)
+    except OSError:  # a read-only cache folder: try the file as it is (the probe will tell)
+        return Library(path=files[0].resolve(), load_path=files[0], source=source)
 
 
 def _system_library() -> Library | None:

@@ -53,6 +53,8 @@ def probe(library: Library, *, threads: int, timeout_s: float = PROBE_TIMEOUT_S,
                               capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return Verdict(False, f"the probe did not finish in {timeout_s:.0f} s", probe_s=time.perf_counter() - started)
+    except OSError as exc:
+        return Verdict(False, f"cannot start the probe ({command[0]}): {exc}")
     elapsed = time.perf_counter() - started
     if done.returncode < 0:
         return Verdict(False, f"killed by {_signal_name(-done.returncode)}", probe_s=elapsed)
