@@ -115,6 +115,21 @@ def thread_rows(choice: Choice, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def matmul_thread_rows(choice: Choice) -> list[dict[str, Any]]:
+    """The reference matmul with 1 and 2 BLAS threads, quiet and busy: seconds, not minutes."""
+    assert choice.library is not None
+    rows = []
+    for is_busy in (False, True):
+        for threads in (1, 2):
+            base = bundled_env(threads=threads)
+            with busy(is_busy):
+                before = load_avg()
+                rate = matmul_rate({**base, **preload_vars(choice.library, base, threads)}, min_time_s=1.0)
+                rows.append({"threads": threads, "busy": is_busy, "gflops": rate.gflops, "load_before": before,
+                             "load_after": load_avg()})
+    return rows
+
+
 def child_model(quick: bool) -> None:
     """In the child: time prefill of 512 / 2,048 tokens and 32 decode steps."""
     model, tokenizer = load_model()
@@ -154,6 +169,12 @@ def markdown(data: dict[str, Any]) -> str:
               f"- remembered verdict (`choose()`): {cost['cached_choice_ms']:.2f} ms",
               f"- `python -c 'import engine'`: {cost['import_engine_ms']:.0f} ms with the fast BLAS, "
               f"{cost['import_engine_opted_out_ms']:.0f} ms opted out (load avg {cost['load']})"]
+    if data.get("matmul_threads"):
+        lines += ["", f"## BLAS threads: the {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} matmul, GFLOP/s", "",
+                  "| threads | other process spinning a core | GFLOP/s | load avg |", "|---|---|---|---|"]
+        for row in data["matmul_threads"]:
+            lines.append(f"| {row['threads']} | {'yes' if row['busy'] else 'no'} | {row['gflops']:.1f} | "
+                         f"{row['load_before']} → {row['load_after']} |")
     if data.get("threads"):
         lines += ["", "## BLAS threads: SmolLM2-135M float32, tok/s", "",
                   "| threads | other process spinning a core | prefill 512 | prefill 2,048 | decode | load avg |",
@@ -183,6 +204,7 @@ def main() -> int:
                             "env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")},
                             "matmul": matmul_rows(choice, shapes), "probe": probe_cost(choice)}
     if args.threads:
+        data["matmul_threads"] = matmul_thread_rows(choice)
         data["threads"] = thread_rows(choice, args.quick)
     print_table("matmul GFLOP/s, chosen vs bundled (same run)", ("shape", "chosen", "bundled", "ratio", "load"),
                 [(r["shape"], fmt(r["chosen_gflops"], 1), fmt(r["bundled_gflops"], 1), fmt(r["ratio"], 1),

@@ -1,17 +1,25 @@
-"""Small BLAS libraries built with the system C compiler, to test the probe for real.
+"""Small BLAS libraries built with the system C compiler, to test the probe for real, and
+the environment the BLAS tests start blockpool processes in.
 
-Each exports ``cblas_sgemm``: one that traps, one that answers wrongly, one correct one
-that uses an AVX-512 instruction (so it runs here but dies on an AVX2-only CPU).
+Each library exports ``cblas_sgemm``: one that traps, one that answers wrongly, one
+correct one that uses an AVX-512 instruction (runs here, dies on an AVX2-only CPU).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from engine.blas.choice import WARNED_ENV
+from engine.blas.environment import without_preload
+from engine.blas.libraries import LIB_ENV, Library
+
+BIN = Path(sys.executable).parent  # the venv's console scripts
 TRAP = "void cblas_sgemm(void) { __builtin_trap(); }\n"
 
 # Row-major C = alpha * op(A) @ op(B) + beta * C; CblasTrans is 112.
@@ -51,3 +59,21 @@ def build(folder: Path, name: str, source: str, *flags: str) -> Path:
     subprocess.run([compiler(), "-shared", "-fPIC", "-O1", *flags, "-o", str(library), str(c_file)],
                    check=True, capture_output=True)
     return library
+
+
+
+def own(path: Path) -> Library:
+    """A library file as it is, as BLOCKPOOL_BLAS_LIB would name it."""
+    return Library(path=path, load_path=path, source="test")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without the suite's own BLAS decisions, plus ``extra``."""
+    env = without_preload(os.environ)
+    env.pop(WARNED_ENV, None)
+    env.pop(LIB_ENV, None)
+    return {**env, **extra}
+
+
+def warnings_about(stderr: str, library: Path) -> list[str]:
+    return [line for line in stderr.splitlines() if str(library) in line]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from engine import fastblas
 from engine.blas.choice import OPT_OUT_ENV
-from engine.blas.libraries import LIB_ENV, candidates
-from tests.blas_libraries import TRAP, build
-from tests.test_blas_probe import BIN, clean_env
+from engine.blas.libraries import LIB_ENV
+from tests.blas_libraries import BIN, TRAP, build, clean_env
 
 
 def doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -24,8 +24,9 @@ def labels(stdout: str) -> set[str]:
 
 
 def test_doctor_on_this_machine() -> None:
-    if not candidates():
-        pytest.skip("no fast BLAS candidate on this platform")
+    choice = fastblas.current_choice()
+    if choice.library is None:
+        pytest.skip(f"no usable fast BLAS here: {choice.reason}")
     done = doctor()
     assert done.returncode == 0, done.stdout + done.stderr
     assert {"mlx", "cpu", "blas", "matmul", "models", "sessions", "spill", "optional"} <= labels(done.stdout)

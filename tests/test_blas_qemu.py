@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from engine.blas.cpu import read_cpu
-from engine.blas.libraries import Library, candidates
+from engine.blas.libraries import candidates
 from engine.blas.probe import probe
-from tests.blas_libraries import AVX512, build
-from tests.test_blas_probe import clean_env
+from tests.blas_libraries import AVX512, build, clean_env, own
 
 AVX2_ONLY_CPUS = ("Haswell", "EPYC-Rome")
 QEMU = shutil.which("qemu-x86_64")
@@ -34,8 +33,7 @@ def emulated(cpu: str) -> tuple[str, ...]:
 
 @pytest.mark.parametrize("cpu", AVX2_ONLY_CPUS)
 def test_avx512_code_is_rejected_on_an_avx2_only_cpu(tmp_path: Path, cpu: str) -> None:
-    path = build(tmp_path, "avx512", AVX512, "-mavx512f")
-    library = Library(path=path, load_path=path, source="test")
+    library = own(build(tmp_path, "avx512", AVX512, "-mavx512f"))
     verdict = probe(library, threads=1, launcher=emulated(cpu))
     assert not verdict.usable
     assert verdict.reason == "killed by SIGILL (Illegal instruction)"

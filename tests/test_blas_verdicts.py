@@ -12,7 +12,7 @@ from engine.blas.choice import choose, verdict_for
 from engine.blas.cpu import CpuInfo, read_cpu
 from engine.blas.libraries import Library, candidates
 from engine.blas.verdicts import VerdictCache
-from tests.blas_libraries import WRONG, build
+from tests.blas_libraries import WRONG, build, own
 
 X86_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -34,8 +34,7 @@ CPU part\t: 0xd40
 @pytest.fixture
 def library(tmp_path: Path) -> Library:
     """A real, quickly probed library (it answers wrongly, so its verdict is 'rejected')."""
-    path = build(tmp_path, "wrong", WRONG)
-    return Library(path=path, load_path=path, source="test")
+    return own(build(tmp_path, "wrong", WRONG))
 
 
 @pytest.fixture
