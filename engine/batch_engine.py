@@ -28,14 +28,14 @@ from telemetry.events import EngineStep, Gather, RequestSubmitted, Scatter
 
 from .block_writer import BlockWriter
 from .kv_store import KVBlockStore, LayerCache
-from .owner import Owner
+from .owner import Owner, copy_of
 from .prompts import check_cache, check_fits, encode_prompt
 from .reporting import publish_pool_change, report_completion
 from .requests import Completion, FinishReason, PrefillProgress, Request, StepOutput, TokenDelta
 from .residency import Residency
-from .spill import SpillStore, model_key
+from .spill import SpillStore, SpillUsage, model_key
 from .spill_folders import new_temp_folder, remove_folder, sweep_partial_files, sweep_stale_temp_folders
-from .stop_trim import tokens_of_reply
+from .stop_trim import split_at_stop, tokens_of_reply
 
 DEFAULT_PREFILL_STEP = 512
 _BLOCKED = object()  # _start's answer when the pool has no room for a request yet
@@ -209,14 +209,26 @@ class BlockPoolBatchEngine:
         self._apply_if_idle()
 
     def agent_blocks(self, agent_id: str) -> AgentBlocks | None:
-        """The agent's current context, or None if it has none (owner thread only)."""
-        self._owner.check("agent_blocks")
-        return self._agents.get(agent_id)
+        """The agent's current context, or None if it has none.
+
+        On another thread than the owner: a copy taken between steps, for inspection.
+        """
+        if self._owner.is_mine():
+            return self._agents.get(agent_id)
+        with self._step_lock:  # every change to the engine's state happens under it
+            agent = self._agents.get(agent_id)
+            return None if agent is None else copy_of(agent)
 
     def spilled_agents(self) -> set[str]:
-        """Agents whose contexts are on disk, not in the pool (owner thread only)."""
-        self._owner.check("spilled_agents")
-        return set(self._residency.spilled)
+        """Agents whose contexts are on disk, not in the pool."""
+        if self._owner.is_mine():
+            return set(self._residency.spilled)
+        with self._step_lock:
+            return set(self._residency.spilled)
+
+    def spill_usage(self) -> SpillUsage:
+        """The spill folder, and the files and bytes it holds now."""
+        return self._residency.spill.usage()
 
     def evict(self, agent_id: str) -> bool:
         """Spill an idle agent's context to disk now; False if it is busy or holds nothing
@@ -496,13 +508,14 @@ class BlockPoolBatchEngine:
             request.detokenizer.finalize()
         if not is_eos or reason is not None:
             segment = request.detokenizer.last_segment
-        segment, hit = self._apply_stop_strings(request, segment)
+        segment, request.held_text, hit = split_at_stop(
+            request.text, request.held_text, segment, request.stop, final=reason is not None)
         request.text += segment
         deltas.append(TokenDelta(request.uid, request.agent_id, response.token, segment))
+        if hit:
+            return self._stop_at_reply(request, response if reason is not None else None)
         if reason is not None:
             return self._finish(request, reason, caches=response.prompt_cache, token_ids=response.all_tokens)
-        if hit:
-            return self._stop_at_reply(request)
         agent = self._agents[request.agent_id]
         if not self._residency.reserve(agent, request.reserved, request.context_tokens + 1, self._evictable):
             needed = self._writer.num_blocks_needed(agent, request.reserved, request.context_tokens + 1)
@@ -513,23 +526,17 @@ class BlockPoolBatchEngine:
             return self._remove(request, "error", keep=False, error=error)
         return None
 
-    def _stop_at_reply(self, request: Request) -> Completion:
+    def _stop_at_reply(self, request: Request, finished: Any | None) -> Completion:
         """A stop string ended the reply: the context keeps only the tokens of the text reported,
-        or, when the stop began inside a token, not the turn at all (see ``engine.stop_trim``)."""
+        or, when the stop began inside a token, not the turn at all (see ``engine.stop_trim``).
+        ``finished``: the generator's response when it ended the sequence in the same step."""
         kept = tokens_of_reply(self.tokenizer, request.generated_ids, request.text)
-        if kept is None:
-            return self._remove(request, "stop", keep=False)
-        del request.generated_ids[kept:]
-        return self._remove(request, "stop", keep=True)
-
-    def _apply_stop_strings(self, request: Request, segment: str) -> tuple[str, bool]:
-        if not request.stop:
-            return segment, False
-        text = request.text + segment
-        cuts = [text.find(s) for s in request.stop if s and s in text]
-        if not cuts:
-            return segment, False
-        return text[: min(cuts)][len(request.text) :], True
+        if kept is not None:
+            del request.generated_ids[kept:]
+        if finished is None:
+            return self._remove(request, "stop", keep=kept is not None)
+        caches = finished.prompt_cache if kept is not None else None
+        return self._finish(request, "stop", caches=caches, token_ids=finished.all_tokens)
 
     def _cancel(self, request: Request, *, keep: bool) -> Completion:
         """Stop a request. A reply cut short keeps what it generated (``keep``);

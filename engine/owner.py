@@ -1,15 +1,18 @@
 """The engine's one owner thread: the thread that steps it.
 
 The engine's bookkeeping (agents, queues, residency, the generator) changes only on
-that thread. Other threads talk to it through the inbox (``submit``, ``cancel``,
-``close_agent``, ``adopt``); what needs an answer now (``evict``) raises
-``WrongThread`` from any other thread. Ownership passes on when the owner thread ends,
+that thread, under the engine's step lock. Other threads talk to it through the inbox
+(``submit``, ``cancel``, ``close_agent``, ``adopt``), read copies taken under that
+lock (``agent_blocks``, ``spilled_agents``), and get ``WrongThread`` for what changes
+state and needs an answer now (``evict``, ``close``). Ownership passes on when the owner thread ends,
 so a test can step on a worker thread and inspect on the main thread afterwards.
 """
 
 from __future__ import annotations
 
 import threading
+
+from pool import AgentBlocks
 
 
 class WrongThread(RuntimeError):
@@ -40,3 +43,9 @@ class Owner:
                 f"{self._thread.name!r} steps this engine and owns its state; call it there (between "
                 "step_once calls), or use submit/cancel/close_agent/adopt, which are safe from any thread"
             )
+
+
+def copy_of(agent: AgentBlocks) -> AgentBlocks:
+    """A copy of an agent's bookkeeping (same Block objects, own lists) for another thread to read."""
+    blocks = {layer_id: list(layer) for layer_id, layer in agent.blocks.items()}
+    return AgentBlocks(agent.agent_id, agent.total_tokens, list(agent.token_ids), blocks)
