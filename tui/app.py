@@ -88,6 +88,7 @@ class BlockpoolApp(EngineLink, App[None]):
         self._user_messages: dict[str, Any] = {}  # agent id -> its in-flight user ChatMessage
         self._telemetry_writer: JsonlWriter | None = None
         self.engine_stop_s: float | None = None  # how long quitting waited for the engine thread
+        self.startup_warnings: list[str] = []  # shown once the screen is up (e.g. a damaged database)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,6 +105,8 @@ class BlockpoolApp(EngineLink, App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        for warning in self.startup_warnings:
+            self.notify(warning, title="Session database", severity="warning", timeout=30)
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         if self.settings.telemetry_log is not None:
@@ -331,9 +334,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"blockpool-tui: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        app = BlockpoolApp(settings, store=open_store(settings))
+        store, warning = open_store(settings)
+        app = BlockpoolApp(settings, store=store)
     except SessionStoreError as exc:
         print(f"blockpool-tui: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if warning is not None:
+        print(f"blockpool-tui: warning: {warning}", file=sys.stderr)
+        app.startup_warnings.append(warning)
     app.run()
     raise SystemExit(app.return_code or 0)

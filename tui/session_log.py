@@ -9,16 +9,35 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.sessions import AgentRecord, Message, SessionStore, SessionStoreError, Status, export_markdown
+from engine.private import free_name, write_private_text
+from engine.sessions import (
+    AgentRecord,
+    CorruptSessionStore,
+    Message,
+    SessionStore,
+    SessionStoreError,
+    Status,
+    export_markdown,
+)
 
 from tui.settings import TuiSettings
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
-def open_store(settings: TuiSettings) -> SessionStore:
-    """The session database under ``settings.data_dir`` (else the user data folder); raises SessionStoreError."""
-    return SessionStore(settings.data_dir / "sessions.db" if settings.data_dir is not None else None)
+def open_store(settings: TuiSettings) -> tuple[SessionStore, str | None]:
+    """The session database under ``settings.data_dir`` (else the user data folder), and a
+    warning when a damaged one was moved aside for a new one; raises SessionStoreError."""
+    path = settings.data_dir / "sessions.db" if settings.data_dir is not None else None
+    try:
+        return SessionStore(path), None
+    except CorruptSessionStore as exc:
+        try:
+            moved = exc.move_aside()
+        except OSError as move_error:
+            raise SessionStoreError(f"{exc}, and it cannot be moved aside: {move_error}") from exc
+        warning = f"{exc}. It was moved to {moved} (kept, not deleted); this run starts a new one."
+        return SessionStore(exc.path), warning
 
 
 class SessionLog:
@@ -64,13 +83,13 @@ class SessionLog:
         return next((r for r in self.store.agents(self.session_id) if r.id == record_id), None)
 
     def export(self, agent_id: str, folder: Path) -> Path:
-        """Write an agent's conversation to ``folder/<name>.md``; raises OSError or SessionStoreError."""
+        """Write an agent's conversation to a new private file ``folder/<name>.md`` (``<name>-2.md``
+        when that exists: never over a file); returns its path. Raises OSError or SessionStoreError."""
         record = self.record(agent_id)
         if record is None:
             raise SessionStoreError(f"agent {agent_id!r} has no saved conversation in {self.store.path}")
-        path = folder / f"{record.name.replace('/', '_')}.md"
-        path.write_text(export_markdown(self.store, record), encoding="utf-8")
-        return path
+        path = free_name(folder / f"{record.name.replace('/', '_')}.md")
+        return write_private_text(path, export_markdown(self.store, record))
 
     # -- changes ----------------------------------------------------------------------
 
