@@ -28,10 +28,22 @@ HISTORY_IDS = [300 + (i * 13) % 5000 for i in range(400)]
 
 SPILL_LOOP = textwrap.dedent(
     """
-    import sys
+    import sys, time
+    import mlx.core as mx
     from engine import BlockPoolBatchEngine, load_model
     from pool import BlockPool, ModelCacheSpec
 
+    if sys.argv[2] == "pause":  # the second write stops after its bytes, before its rename
+        real_save, calls = mx.save_safetensors, []
+
+        def save_then_pause(*args, **kwargs):
+            real_save(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                print("WRITTEN", 1, flush=True)
+                time.sleep(60)
+
+        mx.save_safetensors = save_then_pause
     model, tokenizer = load_model()
     spec = ModelCacheSpec.from_model(model)
     engine = BlockPoolBatchEngine(model, tokenizer, BlockPool(spec, 200), spec, spill_dir=sys.argv[1])
@@ -61,16 +73,18 @@ COMMIT_LOOP = textwrap.dedent(
 )
 
 
-def kill_after(script: str, arg: Path, marker: str, min_lines: int, max_delay_s: float) -> int:
-    """Run ``script``; SIGKILL it a random moment after its ``min_lines``-th marker line; returns that count."""
-    proc = subprocess.Popen([sys.executable, "-c", script, str(arg)], stdout=subprocess.PIPE,
+def kill_after(script: str, args: list[str], marker: str, min_lines: int, max_delay_s: float) -> int:
+    """Run ``script``; SIGKILL it a random moment after its ``min_lines``-th marker line; returns
+    the last number it printed after ``marker``."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         seen = -1
         while seen + 1 < min_lines:
             line = proc.stdout.readline()
-            assert line.startswith(marker), proc.stderr.read()
-            seen = int(line.split()[1])
+            assert line, proc.stderr.read()
+            if line.startswith(marker):
+                seen = int(line.split()[1])
         time.sleep(random.uniform(0.0, max_delay_s))
         os.kill(proc.pid, signal.SIGKILL)
         rest, _ = proc.communicate(timeout=30)
@@ -82,9 +96,13 @@ def kill_after(script: str, arg: Path, marker: str, min_lines: int, max_delay_s:
     return max([seen, *done])
 
 
-@pytest.mark.parametrize("attempt", range(2))
-def test_sigkill_during_spill_writes_leaves_no_half_file(default_model, default_spec, tmp_path, attempt):
-    kill_after(SPILL_LOOP, tmp_path, "WRITING", min_lines=2, max_delay_s=0.4)
+@pytest.mark.parametrize("when", ["before-rename", "any-moment"])
+def test_sigkill_during_spill_writes_leaves_no_half_file(default_model, default_spec, tmp_path, when):
+    if when == "before-rename":  # deterministic: killed with a whole tmp file not yet renamed
+        kill_after(SPILL_LOOP, [str(tmp_path), "pause"], "WRITTEN", min_lines=2, max_delay_s=0.0)
+        assert list(tmp_path.glob(".*.tmp.safetensors"))
+    else:  # wherever a random moment of the evict/restore loop lands
+        kill_after(SPILL_LOOP, [str(tmp_path), "run"], "WRITING", min_lines=2, max_delay_s=0.4)
     model, tokenizer = default_model
     store = SpillStore(tmp_path, default_spec, model_key(model))
     finished = [p for p in tmp_path.glob("*.safetensors") if not p.name.startswith(".")]
@@ -99,7 +117,7 @@ def test_sigkill_during_spill_writes_leaves_no_half_file(default_model, default_
 
 def test_sigkill_during_sqlite_commits_keeps_the_last_completed_turn(tmp_path):
     db = tmp_path / "sessions.db"
-    last = kill_after(COMMIT_LOOP, db, "DONE", min_lines=3, max_delay_s=0.5)
+    last = kill_after(COMMIT_LOOP, [str(db)], "DONE", min_lines=3, max_delay_s=0.5)
     store = SessionStore(db)
     assert store.integrity_check() == "ok"
     messages = store.messages(1)
