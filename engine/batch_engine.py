@@ -12,8 +12,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from functools import partial
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
