@@ -114,6 +114,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from engine.private import free_name, write_private_text
     from engine.sessions import SessionStore, SessionStoreError, export_markdown
 
     try:
@@ -132,11 +133,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         print(text, end="")
         return 0
+    # Never over an existing file unless told: a free name instead (-2, -3, ...).
+    out = args.out if args.force else free_name(args.out)
     try:
-        args.out.write_text(text, encoding="utf-8")
+        write_private_text(out, text, overwrite=args.force)
     except OSError as exc:
-        raise UsageError(f"cannot write {args.out}: {exc}") from exc
-    print_artifacts([args.out])
+        raise UsageError(f"cannot write {out}: {exc}") from exc
+    print_artifacts([out])
     return 0
 
 
@@ -264,7 +267,9 @@ def add_export(sub: Any) -> None:
                                    "session and all its agents unless told otherwise.")
     p.add_argument("--session", type=positive_int, default=None, metavar="N", help="session id (default: the last)")
     p.add_argument("--agent", default=None, metavar="NAME", help="only this agent (default: every agent)")
-    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write here instead of printing")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="write here instead of printing (a new name such as FILE-2.md when FILE exists)")
+    p.add_argument("--force", action="store_true", help="overwrite --out when it exists")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="folder of sessions.db (default: $BLOCKPOOL_DATA_DIR or the user data folder)")
     p.set_defaults(func=cmd_export)
