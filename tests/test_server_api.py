@@ -16,6 +16,14 @@ import time
 import httpx
 import openai
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from engine import BlockPoolBatchEngine
 from pool import BlockPool
@@ -290,3 +298,37 @@ def test_concurrent_streaming_clients(server) -> None:
 def _settled(pool: dict) -> dict | None:
     """The pool once no request runs, else None."""
     return None if any(a["state"] == "running" for a in pool["agents"]) else pool
+
+
+# -- schema fuzzing ---------------------------------------------------------------------
+
+FUZZ_TOKENS = 3  # generated bodies may ask for thousands of tokens; a CPU run must stay short
+
+
+@pytest.fixture
+def api_schema(server):
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    # The coverage phase sends every boundary case the schema allows (hundreds of model runs here):
+    # bounded, random fuzzing only.
+    schema.config.phases.coverage.enabled = False
+    return schema
+
+
+# /v1/events never ends by design; everything else is fuzzed.
+fuzzed = schemathesis.pytest.from_fixture("api_schema").exclude(path="/v1/events")
+
+
+@fuzzed.parametrize()
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_schema_fuzzing_finds_no_server_errors(case) -> None:
+    if isinstance(case.body, dict):
+        if isinstance(case.body.get("model"), str):
+            case.body["model"] = MODEL_ID  # a random id only reaches the 404; this one reaches the engine
+        for field in ("max_tokens", "max_completion_tokens"):
+            if isinstance(case.body.get(field), int) and case.body[field] > FUZZ_TOKENS:
+                case.body[field] = FUZZ_TOKENS
+        if "max_tokens" not in case.body and "max_completion_tokens" not in case.body:
+            case.body["max_tokens"] = FUZZ_TOKENS
+    response = case.call(timeout=120)
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                             content_type_conformance, response_schema_conformance])
