@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest max_tokens a request may ask for (default 4096)")
     parser.add_argument("--default-max-tokens", metavar="N", type=int,
                         help="max_tokens of requests that do not say (default 512)")
+    parser.add_argument("--max-body-bytes", metavar="SIZE", help="largest request body, e.g. 4MiB (default)")
     parser.add_argument("--max-conversations", metavar="N", type=int,
                         help="idle conversations kept in blocks for reuse (default 64)")
     parser.add_argument("--served-model-name", metavar="ID", help="the model id clients send (default: --model)")

@@ -33,7 +33,7 @@ class EngineClient:
     def __init__(self, thread: EngineThread, *, capacity: int) -> None:
         self.thread = thread
         self.capacity = capacity  # requests running or waiting at once; more get 429
-        self.in_flight = 0
+        self.in_flight = 0  # changed on the event loop's thread only
         self._job_ids = itertools.count(1)
 
     async def start(self, prompt_ids: list[int], sampling: Sampling) -> Stream:
@@ -44,24 +44,20 @@ class EngineClient:
             raise APIError(429, f"{self.in_flight} requests are running or waiting, the limit (--max-queue plus "
                                 f"the batch) is {self.capacity}; retry in {RETRY_AFTER_S} s",
                            code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[JobEvent] = asyncio.Queue()
-        job = Job(next(self._job_ids), tuple(prompt_ids), sampling.max_tokens, sampling.temperature,
-                  sampling.top_p, sampling.stop, sampling.seed, time.monotonic(),
-                  lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
-        self.in_flight += 1
-        stream = Stream(self, job, events)
+        stream = Stream(self, tuple(prompt_ids), sampling, asyncio.get_running_loop())
         try:
-            first = await events.get()
+            first = await stream.next_event()
         except BaseException:  # the client went away before the engine answered
             stream.close()
             raise
         if isinstance(first, Rejected):
-            stream.close(finished=True)
             raise APIError(first.status, first.message, param="messages", code=first.code)
         assert isinstance(first, Started)
         stream.started = first
         return stream
+
+    def next_job_id(self) -> int:
+        return next(self._job_ids)
 
     async def inspect(self, fn: Callable[[EngineThread], Any]) -> Any:
         """``fn(thread)`` run on the engine thread between steps."""
@@ -73,16 +69,38 @@ class EngineClient:
 
 
 class Stream:
-    """One request's text chunks, then its ``Finished``; ``close()`` cancels it if unfinished."""
+    """One request's text chunks, then its ``Finished``; ``close()`` drops it if unfinished.
 
-    def __init__(self, client: EngineClient, job: Job, events: asyncio.Queue[JobEvent]) -> None:
+    Its admission slot comes back exactly once: when the engine finishes or refuses the job,
+    or when the reader closes early, even if the reader never started reading.
+    """
+
+    def __init__(self, client: EngineClient, prompt_ids: tuple[int, ...], sampling: Sampling,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
-        self.job = job
-        self.started = Started(len(job.prompt_ids), 0)
-        self._events = events
-        self._closed = False
+        self.job = Job(client.next_job_id(), prompt_ids, sampling.max_tokens, sampling.temperature, sampling.top_p,
+                       sampling.stop, sampling.seed, time.monotonic(),
+                       lambda event: loop.call_soon_threadsafe(self._deliver, event))
+        self.started = Started(len(prompt_ids), 0)
         self.finished: Finished | None = None
-        client.thread.send(Submit(job))
+        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._settled = False
+        client.in_flight += 1
+        client.thread.send(Submit(self.job))
+
+    def _deliver(self, event: JobEvent) -> None:
+        """On the event loop: queue an event from the engine thread; its last one frees the slot."""
+        self._events.put_nowait(event)
+        if isinstance(event, Finished | Rejected):
+            self._settle()
+
+    def _settle(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self.client.in_flight -= 1
+
+    async def next_event(self) -> JobEvent:
+        return await self._events.get()
 
     async def events(self, disconnected: Callable[[], Awaitable[bool]] | None = None,
                      ) -> AsyncIterator[TextChunk | Finished]:
@@ -101,7 +119,7 @@ class Stream:
 
     async def _next(self, disconnected: Callable[[], Awaitable[bool]] | None) -> JobEvent | None:
         if disconnected is None:
-            return await self._events.get()
+            return await self.next_event()
         getter = asyncio.ensure_future(self._events.get())
         try:
             while True:
@@ -113,11 +131,8 @@ class Stream:
         finally:
             getter.cancel()
 
-    def close(self, *, finished: bool = False) -> None:
-        """Once: give back the admission slot; tell the engine to drop the job if it is still running."""
-        if self._closed:
-            return
-        self._closed = True
-        self.client.in_flight -= 1
-        if self.finished is None and not finished:
+    def close(self) -> None:
+        """The reader is done: a job the engine has not finished is dropped (its blocks freed)."""
+        if not self._settled:
             self.client.thread.send(Drop(self.job.job_id))
+            self._settle()

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from .client import Stream
@@ -49,7 +50,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     stream = await state.client.start(prompt_ids, sampling)
     if body.stream:
         frames = chat_stream(state.model_id, stream.started, stream.events(), include_usage=body.include_usage)
-        return _sse(frames)
+        return _sse(frames, stream)
     done = await _collect(stream, request)
     return chat_completion(state.model_id, stream.started, done) if done else Response(status_code=CLIENT_GONE)
 
@@ -62,7 +63,7 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
     stream = await state.client.start(prompt_ids, sampling)
     if body.stream:
         frames = text_stream(state.model_id, stream.started, stream.events(), include_usage=body.include_usage)
-        return _sse(frames)
+        return _sse(frames, stream)
     done = await _collect(stream, request)
     return text_completion(state.model_id, stream.started, done) if done else Response(status_code=CLIENT_GONE)
 
@@ -80,6 +81,7 @@ async def _collect(stream: Stream, request: Request) -> Finished | None:
     return None
 
 
-def _sse(frames: Any) -> StreamingResponse:
-    return StreamingResponse(frames, media_type="text/event-stream",
+def _sse(frames: Any, stream: Stream) -> StreamingResponse:
+    # The background close also covers a client gone before the first frame (the frames never ran).
+    return StreamingResponse(frames, media_type="text/event-stream", background=BackgroundTask(stream.close),
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
