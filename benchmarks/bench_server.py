@@ -173,7 +173,7 @@ def report(results: dict[str, Any], args: Any, model_dir: str) -> int:
     ours, theirs = results["blockpool"], results["mlx_lm"]
     ttft_ratio = ratio(theirs["ttft_later_mean_s"], ours["ttft_later_mean_s"])
     toks_ratio = ratio(ours["tok_s"], theirs["tok_s"])
-    same = sum(a["text"] == b["text"] for a, b in zip(ours["turns"], theirs["turns"]))
+    same = sum(a["text"] == b["text"] for a, b in zip(ours["turns"], theirs["turns"], strict=True))
     rows = [(name, fmt(r["ttft_turn1_p50_s"] * 1000), fmt(r["ttft_later_p50_s"] * 1000),
              fmt(r["ttft_later_mean_s"] * 1000), fmt(r["ttft_later_p95_s"] * 1000), fmt(r["tok_s"]),
              fmt(r["wall_s"]), r["load_before"], r["load_after"]) for name, r in results.items()]

@@ -12,7 +12,7 @@ from telemetry import Recorder
 
 from .app import create_app
 from .client import EngineClient
-from .engine_thread import EngineThread
+from .engine_thread import EngineFactory, EngineThread
 from .event_hub import EventHub
 from .metrics import ServerMetrics
 from .settings import ServeSettings
@@ -29,7 +29,7 @@ def model_id(settings: ServeSettings) -> str:
     return settings.served_model_name or settings.model or DEFAULT_MODEL_ID
 
 
-def engine_factory(settings: ServeSettings):  # noqa: ANN201 (returns the thread's EngineFactory)
+def engine_factory(settings: ServeSettings) -> EngineFactory:
     def build(recorder: Recorder) -> Any:
         import engine  # MLX loads here, on the engine thread
         from pool import BlockPool, ModelCacheSpec

@@ -9,6 +9,7 @@ engine thread; prometheus-client's metrics are thread-safe for the scrape.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -71,7 +72,7 @@ class ServerMetrics:
                        self.generation_tokens, self.spills, self.running, self.waiting, self.kv_usage):
             metric.labels(model_name).inc(0) if isinstance(metric, Counter) else metric.labels(model_name).set(0)
 
-    def _m(self, metric: Gauge | Counter | Histogram, **labels: str):  # noqa: ANN202 (prometheus' child type)
+    def _m(self, metric: Gauge | Counter | Histogram, **labels: str) -> Any:  # the labelled child
         return metric.labels(model_name=self.model_name, **labels)
 
     # -- from the engine thread ---------------------------------------------------------

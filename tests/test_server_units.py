@@ -150,3 +150,38 @@ async def test_bad_bodies_get_400_with_an_openai_error(body: bytes | dict, param
     assert response.status_code == 400
     error = _error(response)
     assert (error["type"], error["param"]) == ("invalid_request_error", param)
+
+
+# -- command line --------------------------------------------------------------------
+
+
+def test_blockpool_serve_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: blockpool serve" in out
+    for option in ("--model", "--host", "--port", "--kv-memory", "--blocks", "--api-key", "--max-queue"):
+        assert option in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--port", "x"], "invalid int value"),
+    (["--port", "70000"], "--port: Input should be less than or equal to 65535"),
+    (["--kv-memory", "lots"], "is not a size"),
+    (["--blocks", "4", "--kv-memory", "1MiB"], "not allowed with argument"),
+    (["--api-key", "short"], "--api-key: String should have at least 8 characters"),
+])
+def test_bad_serve_options_exit_2_with_a_message(argv: list[str], message: str, monkeypatch, tmp_path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from engine import cli
+
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "none.toml"))
+    try:
+        code = cli.main(["serve", *argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
