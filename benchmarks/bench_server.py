@@ -119,10 +119,13 @@ async def workload(url: str, model: str, args: Any) -> dict[str, Any]:
     await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     load_before = load_average()
     started = time.perf_counter()
-    per_client = await asyncio.gather(*(conversation(client, model, i, args.turns, args.notes, args.max_tokens)
-                                        for i in range(args.clients)))
+    outcomes = await asyncio.gather(*(conversation(client, model, i, args.turns, args.notes, args.max_tokens)
+                                      for i in range(args.clients)), return_exceptions=True)
     wall_s = time.perf_counter() - started
-    turns = [t for c in per_client for t in c]
+    errors = [f"{type(e).__name__}: {e}" for e in outcomes if isinstance(e, BaseException)]
+    if len(errors) == len(outcomes):
+        raise RuntimeError(f"every client failed; first: {errors[0]}")
+    turns = [t for c in outcomes if not isinstance(c, BaseException) for t in c]
     later = [t["ttft_s"] for t in turns if t["turn"] >= 2]
     first = [t["ttft_s"] for t in turns if t["turn"] == 1]
     return {
@@ -133,6 +136,7 @@ async def workload(url: str, model: str, args: Any) -> dict[str, Any]:
         "ttft_later_p50_s": statistics.median(later),
         "ttft_later_mean_s": statistics.fmean(later),
         "ttft_later_p95_s": sorted(later)[int(0.95 * (len(later) - 1))],
+        "errors": errors,
         "load_before": load_before,
         "load_after": load_average(),
         "turns": turns,
@@ -145,6 +149,8 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--notes", type=int, default=30, help="notes in each client's system prompt (~27 tokens each)")
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--kv-memory", default="1GiB", help="blockpool serve's pool (16 clients x 800 tokens "
+                                                             "need more than the default 512MiB)")
     args = parser.parse_args()
     if args.quick:
         args.clients, args.turns, args.notes = 4, 3, 15
@@ -155,7 +161,7 @@ def main() -> int:
     results: dict[str, Any] = {}
     port = free_port()
     ours = [sys.executable, "-m", "engine.cli", "serve", "--model", model_dir, "--served-model-name", "bench",
-            "--port", str(port), "--max-batch", str(args.clients)]
+            "--port", str(port), "--max-batch", str(args.clients), "--kv-memory", args.kv_memory]
     print(f"blockpool serve on {model_dir} (load {load_average()})", flush=True)
     with server(ours, port, env) as url:
         results["blockpool"] = asyncio.run(workload(url, "bench", args))
@@ -173,18 +179,20 @@ def report(results: dict[str, Any], args: Any, model_dir: str) -> int:
     ours, theirs = results["blockpool"], results["mlx_lm"]
     ttft_ratio = ratio(theirs["ttft_later_mean_s"], ours["ttft_later_mean_s"])
     toks_ratio = ratio(ours["tok_s"], theirs["tok_s"])
-    same = sum(a["text"] == b["text"] for a, b in zip(ours["turns"], theirs["turns"], strict=True))
+    theirs_by_turn = {(t["client"], t["turn"]): t["text"] for t in theirs["turns"]}
+    same = sum(theirs_by_turn.get((t["client"], t["turn"])) == t["text"] for t in ours["turns"])
     rows = [(name, fmt(r["ttft_turn1_p50_s"] * 1000), fmt(r["ttft_later_p50_s"] * 1000),
              fmt(r["ttft_later_mean_s"] * 1000), fmt(r["ttft_later_p95_s"] * 1000), fmt(r["tok_s"]),
-             fmt(r["wall_s"]), r["load_before"], r["load_after"]) for name, r in results.items()]
+             fmt(r["wall_s"]), len(r["errors"]), r["load_before"], r["load_after"]) for name, r in results.items()]
     print_table(f"{args.clients} clients x {args.turns} turns, {args.max_tokens} tokens a turn",
                 ("server", "TTFT t1 p50 ms", "TTFT t2+ p50 ms", "t2+ mean ms", "t2+ p95 ms", "tok/s", "wall s",
-                 "load before", "load after"), rows)
+                 "failed clients", "load before", "load after"), rows)
     print(f"\nTTFT turns 2+: mlx_lm / ours = {fmt(ttft_ratio)}x (goal >= {TTFT_GOAL}x); "
           f"tok/s: ours / mlx_lm = {fmt(toks_ratio)}x (goal >= {TOKS_GOAL}x); "
           f"identical replies {same}/{len(ours['turns'])}")
     save("bench_server", args.out,
          params={"clients": args.clients, "turns": args.turns, "notes": args.notes, "max_tokens": args.max_tokens,
+                 "kv_memory": args.kv_memory,
                  "model_dir": model_dir},
          headline={"metric": "TTFT turns 2+ speedup vs mlx_lm.server", "value": ttft_ratio, "goal": TTFT_GOAL,
                    "tok_s_ratio": toks_ratio, "tok_s_goal": TOKS_GOAL, "identical_replies": same},
