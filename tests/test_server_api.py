@@ -117,6 +117,33 @@ def test_three_turn_chat_reuses_blocks_and_matches_the_in_process_engine(client,
         messages.append({"role": "assistant", "content": reply.choices[0].message.content})
 
 
+def test_stop_strings_cut_the_reply_like_the_engine(client, default_model, default_spec) -> None:
+    model, tokenizer = default_model
+    messages = [SYSTEM, {"role": "user", "content": "Count from one to ten in words, with commas."}]
+    engine = BlockPoolBatchEngine(model, tokenizer, BlockPool(default_spec, 60), default_spec)
+    uid = engine.submit("ref", render(tokenizer, messages), None, MAX_TOKENS, stop=["seated", "zebra"])
+    expected = next(c for c in engine.step() if c.uid == uid)
+    reply = chat(client, messages, stop=["seated", "zebra"])
+    assert (reply.choices[0].message.content, reply.choices[0].finish_reason) == (expected.text, "stop")
+    assert "seated" not in expected.text and expected.finish_reason == "stop"
+
+
+def test_developer_role_and_text_parts_render_like_system_and_strings(client) -> None:
+    plain = chat(client, [SYSTEM, {"role": "user", "content": "Name a bird."}])
+    parts = chat(client, [{"role": "developer", "content": SYSTEM["content"]},
+                          {"role": "user", "content": [{"type": "text", "text": "Name a "},
+                                                       {"type": "text", "text": "bird."}]}])
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    assert parts.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_the_same_seed_samples_the_same_reply(client) -> None:
+    messages = [SYSTEM, {"role": "user", "content": "Invent a name for a cat."}]
+    replies = {chat(client, messages, temperature=1.0, top_p=0.9, seed=7).choices[0].message.content
+               for _ in range(2)}
+    assert len(replies) == 1
+
+
 def test_models_and_health(client, server) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL_ID]
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "model": MODEL_ID}
