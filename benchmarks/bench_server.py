@@ -113,11 +113,26 @@ async def conversation(client: openai.AsyncOpenAI, model: str, index: int, turns
     return out
 
 
+def server_ttft(url: str) -> tuple[float, float] | None:
+    """(sum, count) of blockpool serve's own TTFT histogram (arrival to first token, on the engine
+    thread); None for a server without it. The gap to the client's TTFT is HTTP, tokenizing and SSE."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("blockpool:time_to_first_token_seconds_")}
+    if "blockpool:time_to_first_token_seconds_count" not in values:
+        return None
+    return values["blockpool:time_to_first_token_seconds_sum"], values["blockpool:time_to_first_token_seconds_count"]
+
+
 async def workload(url: str, model: str, args: Any) -> dict[str, Any]:
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
     # One untimed request first: the first forward pass of a fresh process pays one-time costs.
     await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     load_before = load_average()
+    engine_before = server_ttft(url)
     started = time.perf_counter()
     outcomes = await asyncio.gather(*(conversation(client, model, i, args.turns, args.notes, args.max_tokens)
                                       for i in range(args.clients)), return_exceptions=True)
@@ -126,6 +141,10 @@ async def workload(url: str, model: str, args: Any) -> dict[str, Any]:
     if len(errors) == len(outcomes):
         raise RuntimeError(f"every client failed; first: {errors[0]}")
     turns = [t for c in outcomes if not isinstance(c, BaseException) for t in c]
+    engine_after = server_ttft(url)
+    engine_ttft = None
+    if engine_before is not None and engine_after is not None and engine_after[1] > engine_before[1]:
+        engine_ttft = (engine_after[0] - engine_before[0]) / (engine_after[1] - engine_before[1])
     later = [t["ttft_s"] for t in turns if t["turn"] >= 2]
     first = [t["ttft_s"] for t in turns if t["turn"] == 1]
     return {
@@ -136,6 +155,8 @@ async def workload(url: str, model: str, args: Any) -> dict[str, Any]:
         "ttft_later_p50_s": statistics.median(later),
         "ttft_later_mean_s": statistics.fmean(later),
         "ttft_later_p95_s": sorted(later)[int(0.95 * (len(later) - 1))],
+        "ttft_all_mean_s": statistics.fmean(t["ttft_s"] for t in turns),
+        "engine_ttft_all_mean_s": engine_ttft,
         "errors": errors,
         "load_before": load_before,
         "load_after": load_average(),
@@ -190,6 +211,9 @@ def report(results: dict[str, Any], args: Any, model_dir: str) -> int:
     print(f"\nTTFT turns 2+: mlx_lm / ours = {fmt(ttft_ratio)}x (goal >= {TTFT_GOAL}x); "
           f"tok/s: ours / mlx_lm = {fmt(toks_ratio)}x (goal >= {TOKS_GOAL}x); "
           f"identical replies {same}/{len(ours['turns'])}")
+    if ours["engine_ttft_all_mean_s"] is not None:
+        print(f"blockpool serve, all turns: TTFT mean {fmt(ours['ttft_all_mean_s'] * 1000)} ms at the client, "
+              f"{fmt(ours['engine_ttft_all_mean_s'] * 1000)} ms on the engine thread")
     save("bench_server", args.out,
          params={"clients": args.clients, "turns": args.turns, "notes": args.notes, "max_tokens": args.max_tokens,
                  "kv_memory": args.kv_memory,
