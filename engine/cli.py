@@ -110,6 +110,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(measure=not args.no_measure)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    return run_serve(args.serve_args)
+
+
+def run_serve(argv: Sequence[str]) -> int:
+    from server.cli import main as serve_main  # lazy: the engine does not depend on the server
+
+    return serve_main(argv)
+
+
 # -- shared pieces -----------------------------------------------------------------
 
 
@@ -193,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     add_export(sub)
     add_doctor(sub)
+    add_serve(sub)
     return parser
 
 
@@ -285,12 +296,23 @@ def add_doctor(sub: Any) -> None:
     p.set_defaults(func=cmd_doctor)
 
 
+def add_serve(sub: Any) -> None:
+    # The server parses its own options (server/cli.py): `blockpool serve --help` lists them.
+    p = sub.add_parser("serve", add_help=False, help="an OpenAI-compatible HTTP server on the engine",
+                       description="Run `blockpool serve --help` for the options.")
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``blockpool`` console script; returns the exit code."""
     if argv is None:
         fastblas.reexec_if_needed()  # before anything imports MLX
         argv = sys.argv[1:]
-    args = build_parser().parse_args(list(argv))
+    argv = list(argv)
+    if argv[:1] == ["serve"]:  # argparse cannot hand leading options to a sub-parser: the server parses them
+        return run_serve(argv[1:])
+    args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
