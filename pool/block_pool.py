@@ -78,7 +78,8 @@ class BlockPool(PoolState):
         """Give `agent_id` `n_blocks` empty, private blocks for `layer_id`, or raise."""
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-        self.spec._check_layer(layer_id)
+        if not 0 <= layer_id < self.spec.n_layers:
+            raise ValueError(f"layer_id {layer_id} outside [0, {self.spec.n_layers})")
         check_agent_id(agent_id)
         with self._action():
             if not self.can_allocate(n_blocks):
@@ -231,17 +232,19 @@ class BlockPool(PoolState):
     def _action(self) -> Iterator[None]:
         # Observers run after the outermost action, outside the lock: a failing
         # or slow observer never undoes or blocks a change.
-        with self._lock:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                events = []
-                if self._depth == 0:
-                    events, self._events = self._events, []
-        for event in events:
-            self._call_observer(*event)
+        events: list[tuple[str, str, int, list[int]]] = []
+        try:
+            with self._lock:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        events, self._events = self._events, []
+        finally:
+            for event in events:
+                self._call_observer(*event)
 
     def _take_free(self) -> Block:
         block_id, was_cached = self._free.pop()

@@ -59,10 +59,8 @@ class PoolState:
         with self._lock:
             if layer_type is None:
                 return self._free.num_cached
-            return sum(
-                self.spec.layer_types[self._blocks[i].layer_id] == layer_type  # type: ignore[index]
-                for i in self._free.cached_ids()
-            )
+            layer_ids = [self._blocks[i].layer_id for i in self._free.cached_ids()]
+            return sum(self.spec.layer_types[i] == layer_type for i in layer_ids if i is not None)
 
     def num_shared_blocks(self) -> int:
         """Held blocks with more than one holder."""
