@@ -39,7 +39,7 @@ def take_indices(spec: ModelCacheSpec, agent: AgentBlocks) -> list[mx.array]:
 
 def views_once(engine: BlockPoolBatchEngine, agent: AgentBlocks, indices: list[mx.array]) -> float:
     """One ``mx.take`` per layer; keys and values as slice views of its result."""
-    spec, store = engine.spec, engine._store
+    spec, store = engine.spec, engine.kv_store
     rows = store._slab.reshape(-1, spec.block_tokens * spec.head_dim)
     tic = time.perf_counter()
     caches = []
@@ -58,7 +58,7 @@ def profile(context: int, runs: int) -> dict[str, list[float]]:
     pool = BlockPool(spec, spec.blocks_for_context(context))
     engine = BlockPoolBatchEngine(None, None, pool, spec)
     agent = build_agent_blocks(pool, context)
-    engine._store.fill_random([b.block_id for b in agent.all_blocks()])
+    engine.kv_store.fill_random([b.block_id for b in agent.all_blocks()])
     indices = take_indices(spec, agent)
     copier = CopyBench(sum(2 * spec.n_kv_heads * spec.tokens_kept(i, context) * spec.head_dim * spec.itemsize
                            for i in range(spec.n_layers)))

@@ -19,7 +19,7 @@ import platform
 import sys
 from pathlib import Path
 
-from .paths import cache_dir
+from .loading.paths import cache_dir
 
 _MARKER = "BLOCKPOOL_FAST_BLAS"
 

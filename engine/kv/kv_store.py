@@ -117,6 +117,10 @@ class KVBlockStore:
         self._host[block.block_id, 1, :, start : start + count] = values
         block.layer_data.update(self.block_arrays(block.block_id))
 
+    def copy_block(self, source_id: int, target_id: int) -> None:
+        """Copy one block's K/V into another (copy-on-write of a shared block)."""
+        self._host[target_id] = self._host[source_id]
+
     def fill_random(self, block_ids: list[int], seed: int = 0) -> None:
         """Random K/V for synthetic benchmarks (EXP-006): no model needed."""
         rng = np.random.default_rng(seed)
