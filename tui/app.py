@@ -62,6 +62,7 @@ class BlockpoolApp(EngineLink, App[None]):
         Binding("f1", "help", "Help", id="help_f1"),
     ]
     PANEL_REFRESH_S = 0.25
+    ENGINE_STOP_S = 15.0  # quitting waits this long at most for the engine to save contexts
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class BlockpoolApp(EngineLink, App[None]):
         self.worker: EngineWorker | None = None
         self.stats: EngineStats | None = None
         self.ready = False
+        self.engine_started = False
         self._render_template: Renderer | None = None
         self._eos_text = ""
         self._user_messages: dict[str, Any] = {}  # agent id -> its in-flight user ChatMessage
@@ -128,8 +130,9 @@ class BlockpoolApp(EngineLink, App[None]):
 
     def on_unmount(self) -> None:
         if self.worker is not None:
-            # A step in flight finishes first; the thread is a daemon, so exit never hangs on it.
-            self.engine_stop_s = self.worker.stop(timeout_s=1.0)
+            # A step in flight finishes, then the engine saves its contexts; the thread is a
+            # daemon, so exit never hangs on it longer than this.
+            self.engine_stop_s = self.worker.stop(timeout_s=self.ENGINE_STOP_S)
         if self._telemetry_writer is not None:
             self._telemetry_writer.close()
 
@@ -177,9 +180,12 @@ class BlockpoolApp(EngineLink, App[None]):
     async def open_agent(self, name: str | None = None, *, activate: bool = True, system: str | None = None,
                          record_id: int | None = None) -> Agent:
         """A new agent, or with ``record_id`` one restored from the session database."""
-        agent = self.roster.open(self.settings.system if system is None else system, name)
+        system = self.settings.system if system is None else system
+        if self.sessions is not None and record_id is None:
+            record_id = self.sessions.new_record(name or self.roster.next_name(), system)
+        agent = self.roster.open(system, name, record_id=record_id)  # its row id names its spill file
         if self.sessions is not None:
-            self.sessions.agent_opened(agent.agent_id, agent.name, agent.conversation.system, record_id)
+            self.sessions.agent_opened(agent.agent_id, agent.name, system, record_id)
         pane = ChatPane(agent_id=agent.agent_id, name=agent.name, colour=agent.colour)
         await self.tabs.add_pane(TabPane(agent.name, pane, id=agent.agent_id))
         if activate:

@@ -93,10 +93,14 @@ class SessionLog:
 
     # -- changes ----------------------------------------------------------------------
 
+    def new_record(self, name: str, system_prompt: str) -> int | None:
+        """A new agent row (None when it cannot be written: the agent then goes unsaved)."""
+        return self._write(self.store.add_agent, self.session_id, name, system_prompt)
+
     def agent_opened(self, agent_id: str, name: str, system_prompt: str, record_id: int | None = None) -> None:
         """Bind an app agent to its row: ``record_id`` for a restored one, else a new row."""
         if record_id is None:
-            record_id = self._write(self.store.add_agent, self.session_id, name, system_prompt)
+            record_id = self.new_record(name, system_prompt)
         if record_id is not None:
             self._record_ids[agent_id] = record_id
 
