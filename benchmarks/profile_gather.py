@@ -40,13 +40,13 @@ def take_indices(spec: ModelCacheSpec, agent: AgentBlocks) -> list[mx.array]:
 def views_once(engine: BlockPoolBatchEngine, agent: AgentBlocks, indices: list[mx.array]) -> float:
     """One ``mx.take`` per layer; keys and values as slice views of its result."""
     spec, store = engine.spec, engine.kv_store
-    rows = store._slab.reshape(-1, spec.block_tokens * spec.head_dim)
+    rows = store.rows
     tic = time.perf_counter()
     caches = []
     for i, idx in enumerate(indices):
         kv = mx.take(rows, idx, axis=0).reshape(2, spec.n_kv_heads, -1, spec.head_dim)
         kept = spec.tokens_kept(i, agent.total_tokens)
-        caches.append(store._make_cache(i, kv[0:1, :, :kept], kv[1:2, :, :kept], agent.total_tokens))
+        caches.append(store.make_cache(i, kv[0:1, :, :kept], kv[1:2, :, :kept], agent.total_tokens))
     mx.eval([a for c in caches for a in (c.keys, c.values)])
     ms = (time.perf_counter() - tic) * 1000
     del caches

@@ -31,7 +31,7 @@ from .kv.spill import SpillStore, SpillUsage, model_key
 from .kv.spill_folders import open_spill_folder
 from .owner import Owner, copy_of
 from .prefix_cache import PrefixCache
-from .prompts import check_cache, check_fits, check_request, encode_prompt
+from .prompts import check_cache, check_fits, check_request, check_setup, encode_prompt
 from .reporting import publish_pool_change
 from .requests import Completion, PrefillProgress, StepOutput, TokenDelta
 from .runner import DEFAULT_PREFILL_STEP, ModelRunner
@@ -81,18 +81,8 @@ class BlockPoolBatchEngine:
         spill_budget_bytes: int | None = None,
         prefix_cache: bool = True,
     ) -> None:
-        if spec != pool.spec:
-            raise ValueError(f"spec {spec!r} does not match the pool's spec {pool.spec!r}")
-        if max_batch_size < 1 or prefill_step_size < 1:
-            raise ValueError(
-                f"max_batch_size ({max_batch_size}) and prefill_step_size ({prefill_step_size}) must be >= 1"
-            )
         key = model_key(model) if model is not None else ""
-        if model is not None and pool.hasher.model_key not in ("", key):
-            raise ValueError(
-                f"the pool was built for model key {pool.hasher.model_key!r}, this model's is {key!r}; "
-                "build the pool with model_key=engine.kv.spill.model_key(model) of the model it serves"
-            )
+        check_setup(pool, spec, key, max_batch_size=max_batch_size, prefill_step_size=prefill_step_size)
         self.model = model
         if tokenizer is not None and not isinstance(tokenizer, TokenizerWrapper):
             tokenizer = TokenizerWrapper(tokenizer)
