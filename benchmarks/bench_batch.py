@@ -18,7 +18,7 @@ from mlx_lm.generate import BatchGenerator
 
 from common import PROMPTS, base_parser, load, print_table, ratio, save
 from engine import BlockPoolBatchEngine
-from engine.batch_engine import DEFAULT_PREFILL_STEP
+from engine.runner import DEFAULT_PREFILL_STEP
 from engine.experiments.report import fmt
 from pool import BlockPool, ModelCacheSpec
 

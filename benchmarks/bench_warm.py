@@ -105,7 +105,8 @@ def main() -> None:
     model, tokenizer = load(args.model)
     spec = ModelCacheSpec.from_model(model)
     pool = BlockPool(spec, spec.blocks_for_context(args.history + 1024) * 2)
-    engine = BlockPoolBatchEngine(model, tokenizer, pool, spec)
+    # No prefix sharing: "cold" must re-prefill the history the warm agent holds.
+    engine = BlockPoolBatchEngine(model, tokenizer, pool, spec, prefix_cache=False)
     turn = list(engine.tokenizer.encode(TURN, add_special_tokens=False))  # continues the history: no BOS
     run = WarmColdRun(model, tokenizer, engine, history_ids(engine, args.history), turn)
     same_token: list[bool] = []

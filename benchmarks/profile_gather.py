@@ -39,14 +39,14 @@ def take_indices(spec: ModelCacheSpec, agent: AgentBlocks) -> list[mx.array]:
 
 def views_once(engine: BlockPoolBatchEngine, agent: AgentBlocks, indices: list[mx.array]) -> float:
     """One ``mx.take`` per layer; keys and values as slice views of its result."""
-    spec, store = engine.spec, engine._store
-    rows = store._slab.reshape(-1, spec.block_tokens * spec.head_dim)
+    spec, store = engine.spec, engine.kv_store
+    rows = store.rows
     tic = time.perf_counter()
     caches = []
     for i, idx in enumerate(indices):
         kv = mx.take(rows, idx, axis=0).reshape(2, spec.n_kv_heads, -1, spec.head_dim)
         kept = spec.tokens_kept(i, agent.total_tokens)
-        caches.append(store._make_cache(i, kv[0:1, :, :kept], kv[1:2, :, :kept], agent.total_tokens))
+        caches.append(store.make_cache(i, kv[0:1, :, :kept], kv[1:2, :, :kept], agent.total_tokens))
     mx.eval([a for c in caches for a in (c.keys, c.values)])
     ms = (time.perf_counter() - tic) * 1000
     del caches
@@ -58,7 +58,7 @@ def profile(context: int, runs: int) -> dict[str, list[float]]:
     pool = BlockPool(spec, spec.blocks_for_context(context))
     engine = BlockPoolBatchEngine(None, None, pool, spec)
     agent = build_agent_blocks(pool, context)
-    engine._store.fill_random([b.block_id for b in agent.all_blocks()])
+    engine.kv_store.fill_random([b.block_id for b in agent.all_blocks()])
     indices = take_indices(spec, agent)
     copier = CopyBench(sum(2 * spec.n_kv_heads * spec.tokens_kept(i, context) * spec.head_dim * spec.itemsize
                            for i in range(spec.n_layers)))

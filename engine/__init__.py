@@ -20,9 +20,9 @@ _EXPORTS = {
     "StepOutput": "engine.requests",
     "TokenDelta": "engine.requests",
     "PrefillProgress": "engine.requests",
-    "KVBlockStore": "engine.kv_store",
-    "load_model": "engine.loader",
-    "ModelLoadError": "engine.loader",
+    "KVBlockStore": "engine.kv.kv_store",
+    "load_model": "engine.loading.loader",
+    "ModelLoadError": "engine.loading.loader",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""What ``submit`` checks: prompts (tokenized as ``mlx_lm.generate`` does for a fresh
+"""What the engine checks at its boundary: its setup, and for ``submit``: prompts (tokenized as ``mlx_lm.generate`` does for a fresh
 context), the cache a turn continues, and whether the context can fit the pool.
 
 A continued turn (``cache=<blocks>``) is tokenized with no special tokens added: its
@@ -45,12 +45,39 @@ def _encode_text(tokenizer: Any, prompt: str, *, continues: bool) -> list[int]:
     return list(tokenizer.encode(prompt, add_special_tokens=bos is None or not prompt.startswith(bos)))
 
 
+def check_setup(pool: BlockPool, spec: ModelCacheSpec, model_key: str, *, max_batch_size: int,
+                prefill_step_size: int) -> None:
+    """ValueError for an engine setup that cannot work: another spec or model than the pool's."""
+    if spec != pool.spec:
+        raise ValueError(f"spec {spec!r} does not match the pool's spec {pool.spec!r}")
+    if max_batch_size < 1 or prefill_step_size < 1:
+        raise ValueError(
+            f"max_batch_size ({max_batch_size}) and prefill_step_size ({prefill_step_size}) must be >= 1"
+        )
+    if model_key and pool.hasher.model_key not in ("", model_key):
+        raise ValueError(
+            f"the pool was built for model key {pool.hasher.model_key!r}, this model's is {model_key!r}; "
+            "build the pool with model_key=engine.kv.spill.model_key(model) of the model it serves"
+        )
+
+
+def check_request(agent_id: object, max_tokens: int, temperature: float, top_p: float) -> None:
+    """ValueError for an agent id or sampling settings ``submit`` cannot use."""
+    if not isinstance(agent_id, str) or not agent_id:
+        raise ValueError(f"agent_id must be a non-empty string, got {agent_id!r}")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+
+
 def check_cache(pool: BlockPool, agent_id: str, cache: AgentBlocks) -> int:
-    """The cached tokens of ``cache``; ValueError unless the pool still gives all its blocks to ``agent_id``."""
+    """The cached tokens of ``cache``; ValueError unless ``agent_id`` still holds all its blocks
+    (alone or shared with others)."""
     if cache.agent_id != agent_id:
         raise ValueError(f"cache belongs to agent {cache.agent_id!r}, not {agent_id!r}")
     for block in cache.all_blocks():
-        if pool.owner_of(block.block_id) != agent_id:
+        if not pool.holds(agent_id, block):
             raise ValueError(
                 f"cache of agent {agent_id!r} holds block {block.block_id}, which the pool no longer "
                 "gives that agent (freed or reused); submit with cache=None to start over"

@@ -6,9 +6,10 @@ import time
 
 from pool import AgentBlocks, BlockPool
 from telemetry import Recorder
-from telemetry.events import BlocksAllocated, BlocksFreed, PoolSnapshotEvent, RequestFinished
+from telemetry.events import BlocksAllocated, BlocksFreed, BlocksShared, PoolSnapshotEvent, RequestFinished
 
-from .requests import Completion, FinishReason, Request
+from .requests import Completion, FinishReason
+from .sequence import Request
 
 
 def report_completion(
@@ -22,10 +23,10 @@ def report_completion(
         uid=request.uid,
         agent_id=request.agent_id,
         text=request.text,
-        token_count=len(request.prompt_ids) + len(request.generated_ids),
+        token_count=request.reused_tokens + len(request.prefill_ids) + len(request.generated_ids),
         finish_reason=reason,
         blocks=agent,
-        prompt_tokens=len(request.prompt_ids),
+        prompt_tokens=len(request.prefill_ids),
         cached_tokens=request.cached_tokens,
         generated_tokens=len(request.generated_ids),
         token_ids=list(request.generated_ids),
@@ -44,8 +45,8 @@ def report_completion(
 
 
 def publish_pool_change(recorder: Recorder, kind: str, agent_id: str, layer_id: int, block_ids: list[int]) -> None:
-    """The pool's observer: one event per allocate or free."""
-    event = BlocksAllocated if kind == "allocate" else BlocksFreed
+    """The pool's observer: one event per allocate, share or free."""
+    event = {"allocate": BlocksAllocated, "share": BlocksShared}.get(kind, BlocksFreed)
     recorder.publish(event(agent_id=agent_id, layer_id=layer_id, count=len(block_ids), block_ids=tuple(block_ids)))
 
 
@@ -56,4 +57,8 @@ def pool_snapshot_event(pool: BlockPool) -> PoolSnapshotEvent:
         block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block,
         layer_types=tuple(snap.layer_types),
         owners=tuple((b.block_id, b.layer_id, b.agent_id) for b in snap.blocks),
+        num_shared_blocks=snap.num_shared_blocks(), num_saved_blocks=snap.num_saved_blocks(),
+        num_cached_blocks=snap.num_cached_blocks(),
+        shared=tuple((b.block_id, b.ref_count) for b in snap.blocks if b.is_shared),
+        cached_block_ids=tuple(b.block_id for b in snap.cached_blocks),
     )

@@ -1,46 +1,13 @@
-"""What goes into the engine and what comes out of it."""
+"""What comes out of the engine: streamed deltas, prefill progress, finished turns."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from pool import AgentBlocks, Block
+from pool import AgentBlocks
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
-Phase = Literal["queued", "prefilling", "generating"]
-
-
-@dataclass(eq=False)
-class Request:
-    """One turn of one agent, from submit to completion (engine-internal)."""
-
-    uid: int
-    agent_id: str
-    prompt_ids: list[int]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: tuple[str, ...]
-    continues: AgentBlocks | None
-    submitted_s: float = field(default_factory=time.perf_counter)
-    phase: Phase = "queued"
-    gen_uid: int | None = None
-    cached_tokens: int = 0
-    prefilled_tokens: int = 0
-    generated_ids: list[int] = field(default_factory=list)
-    text: str = ""  # streamed so far
-    held_text: str = ""  # generated, held back while it may be the start of a stop string
-    detokenizer: Any = None
-    first_token_s: float | None = None
-    # Blocks taken for this turn's new tokens, per layer; written at the end of the turn.
-    reserved: dict[int, list[Block]] = field(default_factory=dict)
-
-    @property
-    def context_tokens(self) -> int:
-        """Tokens this request's context will hold once its prompt and output are in."""
-        return self.cached_tokens + len(self.prompt_ids) + len(self.generated_ids)
 
 
 @dataclass(frozen=True)
@@ -63,7 +30,12 @@ class PrefillProgress:
 
 @dataclass
 class Completion:
-    """A finished turn. ``blocks`` is the agent's context after it."""
+    """A finished turn. ``blocks`` is the agent's context after it.
+
+    ``prompt_tokens``: tokens prefilled this turn; ``cached_tokens``: context tokens not
+    prefilled (the continued context, or a fresh prompt's prefix found in shared blocks);
+    ``token_count``: the prompt's tokens (reused and prefilled) plus the generated ones.
+    """
 
     uid: int
     agent_id: str

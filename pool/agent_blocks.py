@@ -30,10 +30,9 @@ class AgentBlocks:
 
     def add_block(self, block: Block) -> None:
         """Append `block` to its layer, giving it the next token slot if unset."""
-        if block.agent_id != self.agent_id:
-            raise ValueError(
-                f"block {block.block_id} belongs to {block.agent_id!r}, not {self.agent_id!r}"
-            )
+        if self.agent_id not in block.holder_ids:
+            holders = ", ".join(repr(h) for h in block.holder_ids) or "no one"
+            raise ValueError(f"block {block.block_id} belongs to {holders}, not {self.agent_id!r}")
         if block.layer_id is None:
             raise ValueError(f"block {block.block_id} has no layer (is it free?)")
         layer = self.blocks.setdefault(block.layer_id, [])
@@ -86,6 +85,21 @@ class AgentBlocks:
         else:
             self.blocks.pop(layer_id, None)
 
+    def replace_block(self, old: Block, new: Block) -> None:
+        """Put `new` where `old` sits in its layer (copy-on-write, de-duplication)."""
+        if self.agent_id not in new.holder_ids:
+            raise ValueError(f"block {new.block_id} is not held by {self.agent_id!r}")
+        layer = self.blocks.get(old.layer_id, []) if old.layer_id is not None else []
+        positions = [i for i, block in enumerate(layer) if block is old]
+        if not positions:
+            raise ValueError(f"block {old.block_id} is not held by {self.agent_id!r}")
+        if (new.layer_id, new.token_start) != (old.layer_id, old.token_start):
+            raise ValueError(
+                f"block {new.block_id} (layer {new.layer_id}, token {new.token_start}) cannot "
+                f"replace block {old.block_id} (layer {old.layer_id}, token {old.token_start})"
+            )
+        layer[positions[0]] = new
+
     def clear(self) -> list[Block]:
         """Detach and return every block (the caller frees them in the pool)."""
         detached = self.all_blocks()
@@ -97,8 +111,8 @@ class AgentBlocks:
         for layer_id, layer in self.blocks.items():
             for block in layer:
                 _require(
-                    block.layer_id == layer_id and block.agent_id == self.agent_id,
-                    f"block {block.block_id} ({block.agent_id!r}, layer {block.layer_id}) "
+                    block.layer_id == layer_id and self.agent_id in block.holder_ids,
+                    f"block {block.block_id} ({block.holder_ids!r}, layer {block.layer_id}) "
                     f"filed under ({self.agent_id!r}, layer {layer_id})",
                 )
                 _require(

@@ -10,6 +10,10 @@ from .events import (
     EVENT_TYPES,
     BlocksAllocated,
     BlocksFreed,
+    BlocksShared,
+    CopyOnWrite,
+    Fork,
+    PrefixLookup,
     EngineStep,
     Event,
     Eviction,
@@ -30,7 +34,7 @@ from .export import (
     write_csv_summary,
 )
 from .recorder import NullRecorder, Recorder, Subscriber
-from .state import TelemetryState
+from .state import SharingStats, TelemetryState
 from .stats import (
     EMPTY_STATS,
     Histogram,
@@ -47,6 +51,10 @@ __all__ = [
     "EVENT_TYPES",
     "BlocksAllocated",
     "BlocksFreed",
+    "BlocksShared",
+    "CopyOnWrite",
+    "Fork",
+    "PrefixLookup",
     "EngineStep",
     "Event",
     "EventReader",
@@ -64,6 +72,7 @@ __all__ = [
     "RollingWindow",
     "Scatter",
     "Subscriber",
+    "SharingStats",
     "TelemetryState",
     "histogram",
     "latency_stats",

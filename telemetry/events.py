@@ -52,6 +52,48 @@ class BlocksFreed(_BlocksEvent):
     kind: Literal["blocks_freed"] = "blocks_freed"
 
 
+class BlocksShared(_BlocksEvent):
+    """An agent took a reference to ``count`` blocks others hold or the pool keeps cached
+    (a prefix hit, a fork, a de-duplicated block): nothing allocated, nothing copied."""
+
+    kind: Literal["blocks_shared"] = "blocks_shared"
+
+
+class PrefixLookup(_EventBase):
+    """A fresh context looked for its prompt's leading full blocks in the pool.
+
+    ``reused_tokens`` of ``prompt_tokens`` came from shared (or cached) blocks and were not
+    prefilled; ``num_cached_blocks`` of the ``num_blocks`` held were revived from the free queue.
+    """
+
+    kind: Literal["prefix_lookup"] = "prefix_lookup"
+    agent_id: str
+    prompt_tokens: Count
+    reused_tokens: Count
+    num_blocks: Count
+    num_cached_blocks: Count = 0
+
+
+class CopyOnWrite(_EventBase):
+    """Shared blocks an agent was about to write were copied into private ones."""
+
+    kind: Literal["copy_on_write"] = "copy_on_write"
+    agent_id: str
+    num_blocks: Count
+    num_bytes: Count
+
+
+class Fork(_EventBase):
+    """``agent_id`` now holds every block of ``source_agent_id``'s context (``num_bytes`` copied: 0)."""
+
+    kind: Literal["fork"] = "fork"
+    source_agent_id: str
+    agent_id: str
+    num_blocks: Count
+    num_tokens: Count
+    num_bytes: Count = 0
+
+
 class Gather(_EventBase):
     """Blocks were copied into mlx-lm caches for one agent."""
 
@@ -120,6 +162,13 @@ class PoolSnapshotEvent(_EventBase):
     bytes_per_block: Count
     layer_types: tuple[str, ...]
     owners: tuple[tuple[int, int, str], ...]
+    # Sharing (defaults keep older logs readable): held blocks with >1 holder, the copies
+    # sharing saves, free blocks still findable by hash; (block_id, holders) of shared ones.
+    num_shared_blocks: Count = 0
+    num_saved_blocks: Count = 0
+    num_cached_blocks: Count = 0
+    shared: tuple[tuple[int, int], ...] = ()
+    cached_block_ids: tuple[int, ...] = ()
 
     @model_validator(mode="after")
     def _used_fits(self) -> PoolSnapshotEvent:
@@ -156,6 +205,10 @@ class Restore(_EventBase):
 Event = Annotated[
     BlocksAllocated
     | BlocksFreed
+    | BlocksShared
+    | PrefixLookup
+    | CopyOnWrite
+    | Fork
     | Gather
     | Scatter
     | EngineStep
@@ -170,6 +223,10 @@ Event = Annotated[
 EVENT_TYPES: tuple[type[_EventBase], ...] = (
     BlocksAllocated,
     BlocksFreed,
+    BlocksShared,
+    PrefixLookup,
+    CopyOnWrite,
+    Fork,
     Gather,
     Scatter,
     EngineStep,

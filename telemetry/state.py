@@ -11,7 +11,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from .events import (
+    CopyOnWrite,
     EngineStep,
+    Fork,
+    PrefixLookup,
     Event,
     Eviction,
     Restore,
@@ -25,6 +28,45 @@ from .stats import EMPTY_STATS, LatencyStats, latency_stats
 
 # Bounds the throughput window even if a buggy engine publishes millions of steps/s.
 _MAX_RATE_STEPS = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class SharingStats:
+    """Prefix cache and block sharing since the start (or the last reset).
+
+    ``hit_rate`` is reused / looked-up prompt tokens, as vLLM's
+    ``prefix_cache_hits / prefix_cache_queries``.
+    """
+
+    prompt_tokens: int = 0  # prompt tokens of fresh contexts that looked for a prefix
+    reused_tokens: int = 0  # of those, tokens served from shared or cached blocks
+    num_lookups: int = 0
+    num_hits: int = 0
+    cow_blocks: int = 0
+    cow_bytes: int = 0
+    forks: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.reused_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+    def add(self, event: PrefixLookup | CopyOnWrite | Fork) -> SharingStats:
+        match event:
+            case PrefixLookup():
+                return _replace(self, prompt_tokens=self.prompt_tokens + event.prompt_tokens,
+                                reused_tokens=self.reused_tokens + event.reused_tokens,
+                                num_lookups=self.num_lookups + 1,
+                                num_hits=self.num_hits + (event.reused_tokens > 0))
+            case CopyOnWrite():
+                return _replace(self, cow_blocks=self.cow_blocks + event.num_blocks,
+                                cow_bytes=self.cow_bytes + event.num_bytes)
+            case Fork():
+                return _replace(self, forks=self.forks + 1)
+
+
+def _replace(stats: SharingStats, **changes: int) -> SharingStats:
+    fields = {name: getattr(stats, name) for name in SharingStats.__slots__}
+    return SharingStats(**(fields | changes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +92,7 @@ class TelemetryState:
     restores: int = 0
     last_pool: PoolSnapshotEvent | None = None
     event_count: int = 0
+    sharing: SharingStats = SharingStats()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +115,7 @@ class RawState:
     evictions: int
     restores: int
     event_count: int
+    sharing: SharingStats = SharingStats()
 
 
 class StateAggregator:
@@ -107,6 +151,7 @@ class StateAggregator:
         self.evictions = 0
         self.restores = 0
         self.event_count = 0
+        self.sharing = SharingStats()
 
     def update(self, event: Event) -> None:
         self.event_count += 1
@@ -129,6 +174,8 @@ class StateAggregator:
                 self.restores += 1
             case PoolSnapshotEvent():
                 self.last_pool = event
+            case PrefixLookup() | CopyOnWrite() | Fork():
+                self.sharing = self.sharing.add(event)
 
     def _add_step(self, step: EngineStep) -> None:
         self.step_ms.append(step.ms)
@@ -184,6 +231,7 @@ class StateAggregator:
             evictions=self.evictions,
             restores=self.restores,
             event_count=self.event_count,
+            sharing=self.sharing,
         )
 
 
@@ -208,4 +256,5 @@ def build_state(raw: RawState) -> TelemetryState:
         restores=raw.restores,
         last_pool=raw.last_pool,
         event_count=raw.event_count,
+        sharing=raw.sharing,
     )

@@ -35,9 +35,10 @@ def run_alone(engine: BlockPoolBatchEngine, agent_id: str, prompt, max_tokens: i
 
 
 def assert_blocks_accounted(engine: BlockPoolBatchEngine, agent_ids: Sequence[str]) -> None:
-    """The pool's used blocks are exactly the blocks the agents hold, plus those that
-    unfinished turns reserved for tokens still in mlx-lm's batch cache."""
-    held = sum(engine.agent_blocks(a).num_blocks() for a in agent_ids if engine.agent_blocks(a))
+    """The pool's used blocks are exactly the blocks the agents hold (a shared block once),
+    plus those that unfinished turns reserved for tokens still in mlx-lm's batch cache."""
+    contexts = [engine.agent_blocks(a) for a in agent_ids]
+    held = len({b.block_id for agent in contexts if agent for b in agent.all_blocks()})
     reserved = engine.reserved_blocks()
     assert engine.pool.used_blocks() == held + reserved, (engine.pool.used_blocks(), held, reserved)
     engine.pool.check_invariants()

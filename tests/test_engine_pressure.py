@@ -138,7 +138,7 @@ def test_adopted_context_restores_from_disk_after_restart(default_model, default
 
 
 def test_spill_file_of_another_model_is_refused(default_model, default_spec, tmp_path):
-    from engine.spill import SpillError, SpillStore
+    from engine.kv.spill import SpillError, SpillStore
 
     engine = make_engine(default_model, default_spec, 200, tmp_path)
     run_alone(engine, "a", "Hello!", MAX_TOKENS)

@@ -40,11 +40,11 @@ def test_seed_snippet_blocks_gather_to_the_same_tensors_as_concatenate() -> None
     engine = BlockPoolBatchEngine(None, None, pool, spec)
     agent = build_agent_blocks(pool, 200)
     assert [agent.num_layer_blocks(i) for i in range(6)] == [2, 2, 4, 2, 2, 4]
-    engine._store.fill_random([b.block_id for b in agent.all_blocks()])
+    engine.kv_store.fill_random([b.block_id for b in agent.all_blocks()])
     caches = engine._reconstruct_cache(agent)
     for layer_id, cache in enumerate(caches):
         kept = spec.tokens_kept(layer_id, 200)
-        views = [engine._store.block_arrays(b.block_id) for b in agent.layer_blocks(layer_id)]
+        views = [engine.kv_store.block_arrays(b.block_id) for b in agent.layer_blocks(layer_id)]
         expected_k = mx.concatenate([v["k"] for v in views], axis=1)[None, :, :kept]
         expected_v = mx.concatenate([v["v"] for v in views], axis=1)[None, :, :kept]
         assert np.array_equal(np.array(cache.keys[..., :kept, :]), np.array(expected_k))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from textual.pilot import Pilot
 
-from engine import BlockPoolBatchEngine
+from engine.step_loop import StepLoop
 from engine.sessions import SessionStore
 from tui.app import BlockpoolApp
 from tui.settings import TuiSettings
@@ -74,16 +74,16 @@ async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_
 
 async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back(default_model, tmp_path,
                                                                                  monkeypatch):
-    real_admit = BlockPoolBatchEngine._admit
+    real_admit = StepLoop.admit
     faults = []
     both_sent = threading.Event()
 
-    def admit_failing_once(self, completions):
+    def admit_failing_once(self):
         if not faults:
             faults.append(True)
             both_sent.wait(WAIT_S)  # the second message must be queued behind the first
             raise OSError(28, "No space left on device (injected)")
-        return real_admit(self, completions)
+        return real_admit(self)
 
     app = real_app(default_model, tmp_path / "sessions.db", agents=1)
     async with app.run_test(size=(140, 40)) as pilot:
@@ -96,7 +96,7 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
         await wait_for(pilot, lambda: not agent.busy and pane.reply_text is None)
         turns = len(agent.conversation.turns)
 
-        monkeypatch.setattr(BlockPoolBatchEngine, "_admit", admit_failing_once)
+        monkeypatch.setattr(StepLoop, "admit", admit_failing_once)
         await app.send(agent, "Name a colour.")
         await app.send(agent, "Name a fruit.")  # queued behind it
         assert list(agent.pending) == ["Name a fruit."]

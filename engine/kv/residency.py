@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,16 +73,19 @@ class Residency:
         agent: AgentBlocks,
         reserved: dict[int, list[Block]],
         context_tokens: int,
-        evictable: Callable[[], Collection[AgentBlocks]],
+        victims: Callable[[], Iterable[AgentBlocks]],
     ) -> bool:
-        """Reserve blocks for ``context_tokens``, spilling idle agents if needed."""
+        """Reserve blocks for ``context_tokens``, spilling idle agents if needed.
+
+        Free blocks count cached ones, so those are reclaimed (oldest first) before anyone
+        is spilled; ``victims()`` gives the agents that may go, in the order they should.
+        """
         try:
             self.writer.reserve(agent, reserved, context_tokens)
             return True
         except PoolExhausted:
             needed = self.writer.num_blocks_needed(agent, reserved, context_tokens)
-        victims = [a for a in evictable() if a.agent_id != agent.agent_id]
-        for victim in sorted(victims, key=lambda a: self.last_used.get(a.agent_id, 0.0)):
+        for victim in victims():
             if self.pool.free_blocks() >= needed:
                 break
             self.spill_agent(victim, reason=f"room for {agent.agent_id!r}")
@@ -103,7 +106,7 @@ class Residency:
         if path is None:
             return False
         agent.clear()
-        self.pool.free(blocks)
+        self.pool.free(blocks, agent.agent_id)  # a block others share stays with them
         self.spilled.add(agent.agent_id)
         if self.recorder.enabled:
             self.recorder.publish(Eviction(agent_id=agent.agent_id, num_blocks=len(blocks),
@@ -137,7 +140,7 @@ class Residency:
     def restore(
         self,
         agent: AgentBlocks,
-        evictable: Callable[[], Collection[AgentBlocks]],
+        victims: Callable[[], Iterable[AgentBlocks]],
     ) -> Restored | None:
         """Bring a spilled agent's context back into blocks; None when the pool has no room yet."""
         tic = time.perf_counter()
@@ -148,7 +151,7 @@ class Residency:
         reserved: dict[int, list[Block]] = {}
         total = len(spilled.token_ids)
         agent.total_tokens = 0  # its blocks are empty; the write below refills them all
-        if not self.reserve(agent, reserved, total, evictable):
+        if not self.reserve(agent, reserved, total, victims):
             agent.total_tokens = total
             return None
         stats = self.writer.write_layers(agent, reserved, spilled.layers, total, spilled.token_ids)

@@ -57,6 +57,12 @@ class KVBlockStore:
     def nbytes(self) -> int:
         return self._slab.nbytes
 
+    @property
+    def rows(self) -> mx.array:
+        """The slab as rows of one (block, K|V, head), ``block_tokens x head_dim`` each:
+        what a gather takes from (read-only use; for profiling other gather strategies)."""
+        return self._rows
+
     def block_arrays(self, block_id: int) -> dict[str, mx.array]:
         """MLX views of one block's K and V (what ``Block.layer_data`` carries)."""
         return {"k": self._slab[block_id, 0], "v": self._slab[block_id, 1]}
@@ -78,7 +84,7 @@ class KVBlockStore:
                     f"blocks but {kept} tokens need {math.ceil(kept / spec.block_tokens)}"
                 )
             keys, values = self._gather_layer(blocks, kept)
-            caches.append(self._make_cache(layer_id, keys, values, n))
+            caches.append(self.make_cache(layer_id, keys, values, n))
             num_blocks += len(blocks)
             num_bytes += keys.nbytes + values.nbytes
         mx.eval([(c.keys, c.values) for c in caches])
@@ -96,7 +102,9 @@ class KVBlockStore:
         taken = taken.reshape(2, 1, spec.n_kv_heads, len(blocks) * spec.block_tokens, spec.head_dim)
         return taken[0, :, :, :kept], taken[1, :, :, :kept]
 
-    def _make_cache(self, layer_id: int, keys: mx.array, values: mx.array, n: int) -> LayerCache:
+    def make_cache(self, layer_id: int, keys: mx.array, values: mx.array, n: int) -> LayerCache:
+        """An mlx-lm cache for one layer holding ``keys``/``values`` (``[1, H, T, D]``) of a
+        context of ``n`` tokens (a sliding layer's: its window, in temporal order)."""
         if self.spec.is_sliding(layer_id):
             cache = RotatingKVCache(max_size=self.spec.sliding_window, keep=0)
             # Temporal order, full: what mlx-lm's own cache holds after trimming.
@@ -116,6 +124,10 @@ class KVBlockStore:
         self._host[block.block_id, 0, :, start : start + count] = keys
         self._host[block.block_id, 1, :, start : start + count] = values
         block.layer_data.update(self.block_arrays(block.block_id))
+
+    def copy_block(self, source_id: int, target_id: int) -> None:
+        """Copy one block's K/V into another (copy-on-write of a shared block)."""
+        self._host[target_id] = self._host[source_id]
 
     def fill_random(self, block_ids: list[int], seed: int = 0) -> None:
         """Random K/V for synthetic benchmarks (EXP-006): no model needed."""

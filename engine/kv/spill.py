@@ -26,7 +26,7 @@ import numpy as np
 from pool import ModelCacheSpec
 
 from .kv_store import host_view
-from .private import FILE_MODE, private_dir
+from engine.private import FILE_MODE, private_dir
 
 FORMAT = "blockpool-spill"
 VERSION = 1

@@ -23,12 +23,24 @@ class BlockWriter:
         self.pool = pool
         self.store = store
         self.spec: ModelCacheSpec = store.spec
+        self.copied = CopyStats(0, 0, 0, 0.0)  # copy-on-write copies of the last write_layers
 
     def blocks_needed(self, agent: AgentBlocks, reserved: dict[int, list[Block]], context_tokens: int) -> dict[int, int]:
-        """Blocks per layer still missing for a context of ``context_tokens``."""
+        """Blocks per layer still missing for a context of ``context_tokens``.
+
+        A shared block is never written: a global layer whose partial last block is shared
+        needs one more (its private copy), and a sliding layer, which re-packs its window
+        into its blocks, can reuse only the blocks it holds alone.
+        """
         needs: dict[int, int] = {}
         for layer_id in range(self.spec.n_layers):
-            have = agent.num_layer_blocks(layer_id) + len(reserved.get(layer_id, ()))
+            blocks = agent.blocks.get(layer_id, [])
+            if self.spec.is_sliding(layer_id):
+                have = sum(not b.is_shared for b in blocks)
+            else:
+                copy = bool(blocks) and not blocks[-1].is_full and blocks[-1].is_shared
+                have = len(blocks) - copy
+            have += len(reserved.get(layer_id, ()))
             missing = self.spec.max_blocks_for_layer(layer_id, context_tokens) - have
             if missing > 0:
                 needs[layer_id] = missing
@@ -54,7 +66,7 @@ class BlockWriter:
             for layer_id, count in needs.items():
                 taken[layer_id] = self.pool.allocate(count, layer_id, agent.agent_id)
         except PoolExhausted:  # another thread took blocks between the check and here
-            self.pool.free([b for blocks in taken.values() for b in blocks])
+            self.pool.free([b for blocks in taken.values() for b in blocks], agent.agent_id)
             raise
         for layer_id, blocks in taken.items():
             reserved.setdefault(layer_id, []).extend(blocks)
@@ -65,7 +77,7 @@ class BlockWriter:
         blocks = [b for layer_blocks in reserved.values() for b in layer_blocks]
         reserved.clear()
         if blocks:
-            self.pool.free(blocks)
+            self.pool.free(blocks)  # reserved blocks are private: one holder each
 
     def write_back(
         self,
@@ -120,6 +132,7 @@ class BlockWriter:
         n0, n1 = agent.total_tokens, total_tokens
         assert n1 >= n0, (n0, n1)
         num_blocks = num_bytes = 0
+        self.copied = CopyStats(0, 0, 0, 0.0)
         for layer_id, (keys, values) in enumerate(layers):
             layer_reserved = reserved.get(layer_id, [])
             if self.spec.is_sliding(layer_id):
@@ -143,7 +156,7 @@ class BlockWriter:
         bt, count, pos, touched = self.spec.block_tokens, keys.shape[1], 0, 0
         blocks = agent.layer_blocks(layer_id)
         if count and blocks and blocks[-1].num_tokens < bt:  # fill the partial block first
-            last = blocks[-1]
+            last = self._writable(agent, blocks[-1], new_blocks)
             pos = min(count, bt - last.num_tokens)
             self.store.write(last, keys[:, :pos], values[:, :pos], last.num_tokens)
             last.num_tokens += pos
@@ -165,9 +178,16 @@ class BlockWriter:
         bt, kept = self.spec.block_tokens, keys.shape[1]
         old = agent.layer_blocks(layer_id)
         agent.remove_blocks(layer_id, old)
-        candidates = old + new_blocks
+        shared = [b for b in old if b.is_shared]  # never rewritten: let go of them instead
+        if shared:
+            self.pool.free(shared, agent.agent_id)
+        for block in old:
+            if not block.is_shared and block.block_hash is not None:
+                self.pool.forget_hash(block)  # its content changes: no one may find it by hash
+        candidates = [b for b in old if b not in shared] + new_blocks
         new_blocks.clear()
         needed = math.ceil(kept / bt)
+        assert len(candidates) >= needed, f"layer {layer_id}: {len(candidates)} blocks for {needed}"
         use, surplus = candidates[:needed], candidates[needed:]
         for j, block in enumerate(use):
             take = min(bt, kept - j * bt)
@@ -176,5 +196,19 @@ class BlockWriter:
             block.token_start = n1 - kept + j * bt
             agent.add_block(block)
         if surplus:
-            self.pool.free(surplus)
+            self.pool.free(surplus, agent.agent_id)
         return len(use)
+
+    def _writable(self, agent: AgentBlocks, block: Block, new_blocks: list[Block]) -> Block:
+        """``block`` itself when the agent holds it alone, else its private copy (copy-on-write).
+
+        The copy's block comes out of the turn's reservation (``blocks_needed`` counted it)."""
+        if not block.is_shared:
+            return block
+        if new_blocks:
+            self.pool.free([new_blocks.pop()])  # hand one reserved block back for the copy to take
+        ((old_id, new_id),) = self.pool.copy_on_write(agent, [block])
+        self.store.copy_block(old_id, new_id)
+        c = self.copied
+        self.copied = CopyStats(c.num_blocks + 1, c.num_bytes + self.spec.bytes_per_block, c.num_tokens + block.num_tokens, 0.0)
+        return self.pool.block(new_id)

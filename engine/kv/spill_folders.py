@@ -13,10 +13,11 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
-from .private import DIR_MODE
-from .sessions import data_dir as default_data_dir
+from engine.private import DIR_MODE
+from engine.sessions import data_dir as default_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,15 @@ def new_temp_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
     os.chmod(folder, DIR_MODE)
     return folder
+
+
+def open_spill_folder(owner: object, spill_dir: str | Path | None) -> tuple[Path, weakref.finalize | None]:
+    """The engine's spill folder, swept of partial files, and (for the default temp folder)
+    the finalizer that removes it: on ``close()``, when ``owner`` is collected, or at exit."""
+    sweep_stale_temp_folders()
+    folder = new_temp_folder() if spill_dir is None else Path(spill_dir)
+    sweep_partial_files(folder)
+    return folder, weakref.finalize(owner, remove_folder, folder) if spill_dir is None else None
 
 
 def pid_alive(pid: int) -> bool:

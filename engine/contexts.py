@@ -1,0 +1,148 @@
+"""Every agent's context: where it lives (pool or disk), how a turn opens and writes it
+back, and what closing, evicting, adopting and forking do to it. Owner thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pool import AgentBlocks, BlockPool, PoolExhausted, PrefixMatch
+from telemetry import Recorder
+from telemetry.events import CopyOnWrite, Fork, Gather, Scatter
+
+from .kv.block_writer import BlockWriter
+from .kv.kv_store import KVBlockStore, LayerCache
+from .kv.residency import Residency
+from .prefix_cache import PrefixCache
+from .prompts import check_cache
+from .scheduler import spill_order
+from .sequence import Request
+
+
+class Contexts:
+    def __init__(self, pool: BlockPool, store: KVBlockStore, residency: Residency, prefix: PrefixCache,
+                 recorder: Recorder, running: Callable[[], set[str]]) -> None:
+        self.pool = pool
+        self.store = store
+        self.writer: BlockWriter = residency.writer
+        self.residency = residency
+        self.prefix = prefix
+        self.recorder = recorder
+        self._running = running  # agents with a request in the batch: never spilled
+        self.agents: dict[str, AgentBlocks] = {}
+
+    def victims_for(self, agent_id: str) -> Callable[[], list[AgentBlocks]]:
+        """The idle agents that may be spilled to make room for ``agent_id``, in order."""
+        return lambda: spill_order(self.agents.values(), self.residency.last_used,
+                                   running=self._running(), exclude=agent_id)
+
+    # -- a turn's context --------------------------------------------------------
+
+    def open(self, request: Request) -> tuple[AgentBlocks, PrefixMatch | None]:
+        """The context the turn continues, or a fresh one (from shared blocks where the
+        pool holds the prompt's first blocks). ValueError for a stale ``cache``."""
+        if request.continues is not None:
+            check_cache(self.pool, request.agent_id, request.continues)
+            agent, match = request.continues, None
+        else:
+            self.drop(request.agent_id)
+            match = self.prefix.lookup(request.prompt_ids)
+            agent = self.prefix.acquire(request.agent_id, match)
+        self.agents[request.agent_id] = agent
+        return agent, match
+
+    def back_out(self, request: Request) -> None:
+        """A fresh context that could not start yet lets go of its shared blocks (they stay
+        cached); the next try looks the prefix up again."""
+        if request.continues is None:
+            self.pool.free_agent_blocks(request.agent_id)
+            self.agents[request.agent_id] = AgentBlocks(request.agent_id, 0)
+
+    def gather(self, agent: AgentBlocks) -> list[LayerCache]:
+        """mlx-lm caches (one per layer) holding the agent's context, gathered from its blocks."""
+        caches, stats = self.store.gather(agent)
+        if self.recorder.enabled:
+            self.recorder.publish(Gather(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
+                                         num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
+        return caches
+
+    def write_back(self, request: Request, agent: AgentBlocks, caches: list, token_ids: list[int]) -> str | None:
+        """Store the turn in the agent's blocks and name its full blocks by hash.
+
+        The turn keeps what it reported (a reply cut at a stop string keeps fewer tokens).
+        Returns an error when the pool cannot take the turn (another agent's equal block made
+        one of ours shared since the last reservation and nothing is left to spill).
+        """
+        keep = min(caches[0].offset, request.context_tokens)
+        if not self.residency.reserve(agent, request.reserved, keep, self.victims_for(agent.agent_id)):
+            self.writer.release(request.reserved)
+            return f"block pool full at the end of the turn: {self.pool.free_blocks()} free blocks"
+        stats = self.writer.write_back(agent, request.reserved, caches, token_ids, keep)
+        if stats is None:
+            return None
+        copied = self.writer.copied
+        if self.recorder.enabled:
+            self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
+                                          num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
+            if copied.num_blocks:
+                self.recorder.publish(CopyOnWrite(agent_id=agent.agent_id, num_blocks=copied.num_blocks,
+                                                  num_bytes=copied.num_bytes))
+        self.prefix.register(agent)
+        return None
+
+    # -- whole contexts ------------------------------------------------------------
+
+    def drop(self, agent_id: str) -> None:
+        """The agent's context is gone for good: its references, its spill file."""
+        self.agents.pop(agent_id, None)
+        self.pool.free_agent_blocks(agent_id)
+        self.residency.forget(agent_id)
+
+    def evict(self, agent_id: str) -> bool:
+        agent = self.agents.get(agent_id)
+        return agent is not None and self.residency.spill_agent(agent, reason="asked")
+
+    def adopt(self, agent: AgentBlocks) -> None:
+        """An adopted context replaces what the agent held. A resident one is spilled first:
+        when it holds the same ids, the adopted context restores from that file."""
+        current = self.agents.get(agent.agent_id)
+        if current is not None and current.num_blocks() and not self.residency.spill_agent(current, reason="adopt"):
+            self.pool.free_agent_blocks(agent.agent_id)
+        self.residency.spilled.add(agent.agent_id)
+        self.agents[agent.agent_id] = agent
+
+    def fork(self, source_id: str, new_id: str) -> AgentBlocks:
+        """``new_id`` holds every block of ``source_id``'s context: references +1, no K/V copied.
+
+        A spilled source is restored first. ValueError for an unknown source or a taken id;
+        PoolExhausted when a spilled source cannot come back into the pool."""
+        source = self.agents.get(source_id)
+        if source is None or not (source.num_blocks() or source_id in self.residency.spilled):
+            raise ValueError(f"agent {source_id!r} has no context to fork; submit a turn for it first")
+        if self.agents.get(new_id) is not None or self.pool.agent_block_count(new_id):
+            raise ValueError(f"agent {new_id!r} already has a context; fork into a new agent id")
+        if source_id in self.residency.spilled and not self._bring_back(source):
+            forked = AgentBlocks(new_id, source.total_tokens, list(source.token_ids))
+            self.residency.spilled.add(new_id)  # its file is missing: the next turn re-prefills
+        else:
+            forked = self.pool.fork(source, new_id)
+        self.agents[new_id] = forked
+        self.residency.touch(new_id)
+        if self.recorder.enabled:
+            self.recorder.publish(Fork(source_agent_id=source_id, agent_id=new_id, num_blocks=forked.num_blocks(),
+                                       num_tokens=forked.total_tokens, num_bytes=0))
+        return forked
+
+    def _bring_back(self, agent: AgentBlocks) -> bool:
+        """Restore a spilled context into blocks; False when its file was unusable (the agent
+        keeps its token ids and re-prefills them on its next turn)."""
+        restored = self.residency.restore(agent, self.victims_for(agent.agent_id))
+        if restored is None:
+            needed = self.pool.spec.blocks_for_context(agent.total_tokens)
+            raise PoolExhausted(needed, self.pool.free_blocks(), self.pool.total_blocks)
+        if restored.prefix:
+            agent.total_tokens, agent.token_ids = len(restored.prefix), list(restored.prefix)
+            self.residency.spilled.add(agent.agent_id)
+            return False
+        self.prefix.register(agent)
+        return True

@@ -1,0 +1,1 @@
+"""K/V storage: the slab behind the pool's blocks, writing turns into blocks, spill files, residency."""

@@ -1,0 +1,94 @@
+"""One turn of one agent, from submit to completion: its tokens, its stream, its finish.
+
+Like nano-vllm's ``Sequence``: the request carries its own state, and the step loop only
+feeds it tokens. Streaming holds back text that may be the start of a stop string
+(``engine.stop_trim``), so no part of a stop string is ever streamed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pool import AgentBlocks, Block
+
+from .requests import FinishReason, TokenDelta
+from .stop_trim import split_at_stop, tokens_of_reply
+
+Phase = Literal["queued", "prefilling", "generating"]
+
+
+@dataclass(eq=False)
+class Request:
+    """One turn (engine-internal). ``prompt_ids``: the tokens submitted."""
+
+    uid: int
+    agent_id: str
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    continues: AgentBlocks | None
+    submitted_s: float = field(default_factory=time.perf_counter)
+    phase: Phase = "queued"
+    gen_uid: int | None = None
+    cached_tokens: int = 0  # context tokens not prefilled (continued context or prefix hit)
+    reused_tokens: int = 0  # of the submitted prompt, tokens found in shared blocks
+    prefix_ids: list[int] = field(default_factory=list)  # a context re-prefilled (unusable spill file)
+    prefilled_tokens: int = 0
+    generated_ids: list[int] = field(default_factory=list)
+    text: str = ""  # streamed so far
+    held_text: str = ""  # generated, held back while it may be the start of a stop string
+    detokenizer: Any = None
+    first_token_s: float | None = None
+    # Blocks taken for this turn's new tokens, per layer; written at the end of the turn.
+    reserved: dict[int, list[Block]] = field(default_factory=dict)
+
+    @property
+    def prefill_ids(self) -> list[int]:
+        """What the model still has to read: a lost context, then the prompt past a prefix hit."""
+        return self.prefix_ids + self.prompt_ids[self.reused_tokens :]
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens this request's context will hold once its prompt and output are in."""
+        return self.cached_tokens + len(self.prefill_ids) + len(self.generated_ids)
+
+    def start(self, gen_uid: int, detokenizer: Any) -> None:
+        self.gen_uid, self.phase, self.detokenizer = gen_uid, "prefilling", detokenizer
+
+    def on_prefill(self, processed: int) -> int:
+        """Record prefill progress; returns the tokens read since the last report."""
+        new, self.prefilled_tokens = processed - self.prefilled_tokens, processed
+        return new
+
+    def add_token(self, token: int, reason: FinishReason | None, *, is_eos: bool) -> tuple[TokenDelta, bool]:
+        """Take one generated token; returns the text it streams and whether a stop string was hit.
+
+        ``reason``: the generator ended the sequence with this token. An EOS token streams no text.
+        """
+        if self.first_token_s is None:
+            self.first_token_s = time.perf_counter()
+        self.phase = "generating"
+        self.generated_ids.append(token)
+        segment = ""
+        if not is_eos:
+            self.detokenizer.add_token(token)
+        if reason is not None:
+            self.detokenizer.finalize()
+        if not is_eos or reason is not None:
+            segment = self.detokenizer.last_segment
+        segment, self.held_text, hit = split_at_stop(
+            self.text, self.held_text, segment, self.stop, final=reason is not None)
+        self.text += segment
+        return TokenDelta(self.uid, self.agent_id, token, segment), hit
+
+    def trim_to_reply(self, tokenizer: Any) -> bool:
+        """After a stop string: keep only the generated tokens that stream the reported text.
+        False when the stop began inside a token (no whole-token context shows that text)."""
+        kept = tokens_of_reply(tokenizer, self.generated_ids, self.text)
+        if kept is not None:
+            del self.generated_ids[kept:]
+        return kept is not None

@@ -1,0 +1,202 @@
+"""Shared blocks on the real model: prefix hits, forks, copy-on-write and cached free blocks.
+
+Every reply is checked against a live reference: the same agent run alone with sharing
+off, or mlx-lm with one persistent prompt cache per conversation.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from engine import BlockPoolBatchEngine
+from engine.kv.spill import model_key
+from pool import BlockPool
+from telemetry import Recorder
+from telemetry.events import CopyOnWrite, Fork, PrefixLookup
+
+from .reference import assert_blocks_accounted, reference_turns, run_alone
+
+MAX_TOKENS = 8
+QUESTIONS = [
+    "What did the supply boat bring?",
+    "How often was the lamp cleaned?",
+    "Which ship reported calm seas?",
+    "What was logged at noon?",
+    "Summarise the log in one sentence.",
+    "Was there a storm?",
+    "Who kept the lighthouse?",
+    "List three things from the log.",
+]
+
+
+def system_prompt(num_sentences: int) -> str:
+    facts = [
+        "The lighthouse keeper logged the weather at {n} o'clock.",
+        "Ship number {n} reported calm seas and a light northern wind.",
+        "On day {n}, the supply boat brought bread, oil and letters.",
+        "The lamp was cleaned {n} times before the winter storms began.",
+    ]
+    return "You answer questions about this log.\n" + " ".join(
+        facts[i % len(facts)].format(n=i + 1) for i in range(num_sentences))
+
+
+def common_prefix(token_lists: list[list[int]]) -> int:
+    n = 0
+    while all(len(t) > n and t[n] == token_lists[0][n] for t in token_lists):
+        n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def prompts(default_model) -> list[str]:
+    _, tokenizer = default_model
+    system = system_prompt(80)
+    out = [f"{system}\nQuestion: {q}\nAnswer:" for q in QUESTIONS]
+    assert 1024 < common_prefix([tokenizer.encode(p) for p in out]) < 1200  # four full shared blocks
+    return out
+
+
+def new_engine(default_model, default_spec, *, total_blocks: int = 1400, sharing: bool = True, recorder=None):
+    model, tokenizer = default_model
+    pool = BlockPool(default_spec, total_blocks, model_key=model_key(model))
+    return BlockPoolBatchEngine(model, tokenizer, pool, default_spec, prefix_cache=sharing, recorder=recorder)
+
+
+@pytest.fixture(scope="module")
+def solo_texts(default_model, default_spec, prompts) -> list[str]:
+    """Each agent run alone on an engine with sharing off."""
+    engine = new_engine(default_model, default_spec, sharing=False)
+    texts = [run_alone(engine, f"solo-{i}", p, MAX_TOKENS).text for i, p in enumerate(prompts)]
+    assert engine.pool.num_shared_blocks() == 0
+    return texts
+
+
+def check_prompt_held_once(engine: BlockPoolBatchEngine, agent_ids: list[str], shared_blocks: int) -> None:
+    """Used blocks = the prompt's full blocks once per layer + each agent's own tail, exactly."""
+    n_layers = engine.spec.n_layers
+    contexts = [engine.agent_blocks(a) for a in agent_ids]
+    for layer_id in range(n_layers):
+        heads = {tuple(b.block_id for b in c.layer_blocks(layer_id)[:shared_blocks]) for c in contexts}
+        assert len(heads) == 1, f"layer {layer_id}: agents hold different prompt blocks {heads}"
+    tails = sum(c.num_blocks() - n_layers * shared_blocks for c in contexts)
+    assert engine.pool.used_blocks() == n_layers * shared_blocks + tails
+    assert engine.pool.num_shared_blocks() == n_layers * shared_blocks
+    assert_blocks_accounted(engine, agent_ids)
+
+
+def test_eight_agents_one_after_another_share_the_prompt(default_model, default_spec, prompts, solo_texts):
+    recorder = Recorder()
+    engine = new_engine(default_model, default_spec, recorder=recorder)
+    done = [run_alone(engine, f"agent-{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)]
+    identical = sum(d.text == want for d, want in zip(done, solo_texts))
+    ttft_ms = [d.ttft_s * 1000 for d in done]
+    print(f"\nsharing, one after another: {identical}/8 byte-identical; TTFT agent 1 {ttft_ms[0]:.0f} ms, "
+          f"agents 2-8 median {statistics.median(ttft_ms[1:]):.0f} ms ({[round(t) for t in ttft_ms[1:]]})")
+    assert [d.text for d in done] == solo_texts
+    shared = 1024 // engine.spec.block_tokens
+    assert done[0].cached_tokens == 0
+    assert all(d.cached_tokens == shared * engine.spec.block_tokens for d in done[1:])
+    check_prompt_held_once(engine, [f"agent-{i}" for i in range(8)], shared)
+    lookups = recorder.events("prefix_lookup")
+    assert [e.reused_tokens for e in lookups] == [0] + [1024] * 7
+    state = recorder.state().sharing
+    assert state.reused_tokens == 7 * 1024 and state.num_hits == 7
+    assert state.hit_rate == pytest.approx(7 * 1024 / sum(e.prompt_tokens for e in lookups))
+    assert recorder.state().last_pool.num_saved_blocks == 7 * shared * engine.spec.n_layers
+    assert statistics.median(ttft_ms[1:]) < ttft_ms[0]
+
+
+def test_eight_agents_together_keep_one_copy_of_the_prompt(default_model, default_spec, prompts, solo_texts):
+    """Submitted in one go, nothing is in the pool yet: all prefill, and writing back
+    de-duplicates the prompt's blocks to one copy."""
+    engine = new_engine(default_model, default_spec)
+    uids = [engine.submit(f"agent-{i}", p, max_tokens=MAX_TOKENS) for i, p in enumerate(prompts)]
+    done = {c.uid: c for c in engine.step()}
+    texts = [done[u].text for u in uids]
+    print(f"\nsharing, together: {sum(t == w for t, w in zip(texts, solo_texts))}/8 byte-identical")
+    assert texts == solo_texts
+    check_prompt_held_once(engine, [f"agent-{i}" for i in range(8)], 1024 // engine.spec.block_tokens)
+
+
+FORK_BASE = "Read this log and remember it.\n\n" + system_prompt(16)
+FOLLOW_UP = "\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_fork_shares_everything_and_copies_one_block_at_the_first_write(default_model, default_spec):
+    model, tokenizer = default_model
+    base = tokenizer.apply_chat_template([{"role": "user", "content": FORK_BASE}], add_generation_prompt=True,
+                                         tokenize=False)
+    branch_a, branch_b = FOLLOW_UP.format("What did the boat bring?"), FOLLOW_UP.format("Was it windy?")
+    want_a = reference_turns(model, tokenizer, [base, branch_a], MAX_TOKENS)
+    want_b = reference_turns(model, tokenizer, [base, branch_b], MAX_TOKENS)
+
+    recorder = Recorder()
+    engine = new_engine(default_model, default_spec, total_blocks=400, recorder=recorder)
+    first = run_alone(engine, "source", base, MAX_TOKENS)
+    assert first.text == want_a[0] == want_b[0]
+    assert first.blocks.total_tokens % engine.spec.block_tokens  # it ends in a partial block
+    used = engine.pool.used_blocks()
+    forked = engine.fork("source", "fork")
+    assert engine.pool.used_blocks() == used  # nothing allocated
+    assert [b.block_id for b in forked.all_blocks()] == [b.block_id for b in first.blocks.all_blocks()]
+    (fork_event,) = recorder.events("fork")
+    assert isinstance(fork_event, Fork) and fork_event.num_bytes == 0 and fork_event.num_blocks == used
+
+    source_turn = run_alone(engine, "source", branch_a, MAX_TOKENS, cache=first.blocks)
+    (cow,) = recorder.events("copy_on_write")
+    assert isinstance(cow, CopyOnWrite) and cow.agent_id == "source"
+    assert cow.num_blocks == engine.spec.n_layers  # one partial block per layer
+    assert cow.num_bytes == engine.spec.n_layers * engine.spec.bytes_per_block
+    fork_turn = run_alone(engine, "fork", branch_b, MAX_TOKENS, cache=forked)
+    assert len(recorder.events("copy_on_write")) == 1  # the fork's partial block was its own by then
+    print(f"\nfork: source {source_turn.text == want_a[1]}, fork {fork_turn.text == want_b[1]} byte-identical")
+    assert source_turn.text == want_a[1]
+    assert fork_turn.text == want_b[1]
+    assert_blocks_accounted(engine, ["source", "fork"])
+
+
+def test_fork_of_a_spilled_source_restores_it_first(default_model, default_spec):
+    model, tokenizer = default_model
+    engine = new_engine(default_model, default_spec, total_blocks=400)
+    first = run_alone(engine, "source", FORK_BASE, MAX_TOKENS)
+    assert engine.evict("source")
+    forked = engine.fork("source", "fork")
+    assert "source" not in engine.spilled_agents()
+    assert forked.total_tokens == first.blocks.total_tokens and forked.num_blocks() == first.blocks.num_blocks()
+    again = run_alone(engine, "fork", " And then?", MAX_TOKENS, cache=forked)
+    alone = run_alone(engine, "source", " And then?", MAX_TOKENS, cache=engine.agent_blocks("source"))
+    assert again.text == alone.text
+    with pytest.raises(ValueError, match="already has a context"):
+        engine.fork("source", "fork")
+
+
+def test_a_closed_agents_blocks_stay_cached_for_the_next_agent(default_model, default_spec, prompts, solo_texts):
+    recorder = Recorder()
+    engine = new_engine(default_model, default_spec, total_blocks=400, recorder=recorder)
+    run_alone(engine, "first", prompts[0], MAX_TOKENS)
+    engine.close_agent("first")
+    assert engine.pool.used_blocks() == 0
+    assert engine.pool.num_cached_blocks() >= 4 * engine.spec.n_layers
+    second = run_alone(engine, "second", prompts[1], MAX_TOKENS)
+    assert second.cached_tokens == 1024
+    assert second.text == solo_texts[1]
+    lookup = recorder.events("prefix_lookup")[-1]
+    assert isinstance(lookup, PrefixLookup) and lookup.num_cached_blocks == 4 * engine.spec.n_layers
+
+
+def test_cached_blocks_are_reclaimed_before_anyone_is_spilled(default_model, default_spec, prompts):
+    engine = new_engine(default_model, default_spec, total_blocks=300)
+    n_layers = engine.spec.n_layers
+    run_alone(engine, "closed", prompts[0], MAX_TOKENS)  # 5 blocks a layer
+    engine.close_agent("closed")
+    assert engine.pool.num_cached_blocks() == 4 * n_layers
+    run_alone(engine, "idle", "Hello there.", MAX_TOKENS)  # stays resident, 1 block a layer
+    other = "Tell me about trains. " + " ".join(f"Train {i} left at {i} past noon." for i in range(150))
+    run_alone(engine, "big", other, MAX_TOKENS)  # 8 a layer: more than the empty blocks
+    assert engine.spilled_agents() == set()  # the cached blocks made the room
+    assert engine.pool.num_cached_blocks() == (150 + 120 - 8 * n_layers)
+    run_alone(engine, "bigger", other.replace("trains", "boats"), MAX_TOKENS)  # now someone must go
+    assert engine.spilled_agents() == {"idle", "big"}
+    engine.pool.check_invariants()
