@@ -30,8 +30,8 @@ import openai
 
 from common import base_parser, print_table, ratio, save
 from engine.experiments.report import fmt
-from engine.gguf_convert import ensure_converted
-from engine.loader import default_dtype, embedded_gguf_path
+from engine.loading.gguf_convert import ensure_converted
+from engine.loading.loader import default_dtype, embedded_gguf_path
 
 TTFT_GOAL = 1.5
 TOKS_GOAL = 1.0

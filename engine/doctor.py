@@ -22,7 +22,7 @@ from engine import fastblas
 from engine.blas.choice import BUNDLED, OPT_OUT_ENV, Choice
 from engine.blas.cpu import read_cpu
 from engine.blas.measure import SHAPE, MeasureError, bundled_env, chosen_env, matmul_rate
-from engine.paths import assembled_gguf_dir, converted_models_dir
+from engine.loading.paths import assembled_gguf_dir, converted_models_dir
 from engine.sessions import data_dir
 
 # A fast BLAS that is not this many times the bundled one is not doing its job.

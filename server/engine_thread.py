@@ -163,7 +163,7 @@ class EngineThread(threading.Thread):
         running = Running(job, uid, claim.agent_id, claim.cached_tokens)
         self._by_job[job.job_id] = running
         self._by_uid[uid] = running
-        self.metrics.on_started(len(job.prompt_ids), claim.cached_tokens)
+        self.metrics.on_started(len(job.prompt_ids))
         running.send(Started(len(job.prompt_ids), claim.cached_tokens))
 
     def _claim(self, job: Job) -> Claim:
@@ -218,8 +218,11 @@ class EngineThread(threading.Thread):
         if running.dropped:
             return
         self._release(running.agent_id)
+        # A fresh agent may still have been served from shared blocks (a prefix hit): the engine knows.
+        cached = max(running.cached_tokens, completion.cached_tokens)
+        self.metrics.on_cached(cached)
         running.send(Finished(completion.text, completion.finish_reason, len(running.job.prompt_ids),
-                              running.cached_tokens, completion.generated_tokens, completion.error))
+                              cached, completion.generated_tokens, completion.error))
 
     def _release(self, agent_id: str) -> None:
         blocks = self.engine.agent_blocks(agent_id)

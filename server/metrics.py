@@ -77,9 +77,12 @@ class ServerMetrics:
 
     # -- from the engine thread ---------------------------------------------------------
 
-    def on_started(self, prompt_tokens: int, cached_tokens: int) -> None:
+    def on_started(self, prompt_tokens: int) -> None:
         self._m(self.prompt_tokens).inc(prompt_tokens)
         self._m(self.prefix_queries).inc(prompt_tokens)
+
+    def on_cached(self, cached_tokens: int) -> None:
+        """Prompt tokens a finished request took from blocks (a continued context or a prefix hit)."""
         self._m(self.prefix_hits).inc(cached_tokens)
 
     def on_tokens(self, num_tokens: int, *, ttft_s: float | None, itl_s: float | None) -> None:

@@ -32,10 +32,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(started: Started, completion_tokens: int) -> Usage:
-    return Usage(prompt_tokens=started.prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=started.prompt_tokens + completion_tokens,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=started.cached_tokens))
+def usage(done: Finished) -> Usage:
+    """Counts as the engine reports them at the end: ``cached_tokens`` includes prefix hits on shared blocks."""
+    return Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                 total_tokens=done.prompt_tokens + done.completion_tokens,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=done.cached_tokens))
 
 
 def finish_reason(done: Finished) -> Literal["stop", "length"]:
@@ -50,7 +51,7 @@ def chat_completion(model: str, started: Started, done: Finished) -> ChatComplet
     return ChatCompletion(
         id=new_id("chatcmpl"), created=int(time.time()), model=model,
         choices=[ChatChoice(message=AssistantMessage(content=done.text), finish_reason=finish_reason(done))],
-        usage=usage(started, done.completion_tokens),
+        usage=usage(done),
     )
 
 
@@ -58,7 +59,7 @@ def text_completion(model: str, started: Started, done: Finished) -> TextComplet
     return TextCompletion(
         id=new_id("cmpl"), created=int(time.time()), model=model,
         choices=[TextChoice(text=done.text, finish_reason=finish_reason(done))],
-        usage=usage(started, done.completion_tokens),
+        usage=usage(done),
     )
 
 
@@ -80,7 +81,7 @@ async def chat_stream(model: str, started: Started, events: AsyncIterator[TextCh
             continue
         yield _ending(event, lambda reason: frame([ChunkChoice(delta=Delta(), finish_reason=reason)]))
         if include_usage:
-            yield frame([], usage(started, event.completion_tokens))
+            yield frame([], usage(event))
     yield DONE
 
 
@@ -95,7 +96,7 @@ async def text_stream(model: str, started: Started, events: AsyncIterator[TextCh
             continue
         yield _ending(event, lambda reason: frame([TextChoice(text="", finish_reason=reason)]))
         if include_usage:
-            yield frame([], usage(started, event.completion_tokens))
+            yield frame([], usage(event))
     yield DONE
 
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.paths import cache_dir
+from engine.loading.paths import cache_dir
 
 LIB_ENV = "BLOCKPOOL_BLAS_LIB"
 # Debian/Ubuntu's DYNAMIC_ARCH OpenBLAS (apt install libopenblas0-pthread).

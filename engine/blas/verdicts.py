@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from engine.paths import cache_dir
+from engine.loading.paths import cache_dir
 
 from .cpu import CpuInfo
 from .probe import Verdict
