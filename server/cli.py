@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from tui.settings import CONFIG_ENV, config_path
+from engine.config_file import CONFIG_ENV, config_path
 
 from .settings import CONFIG_TABLE, ServeSettings
 

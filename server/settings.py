@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 # One size parser and one config file for the whole command line (the TUI's).
-from tui.settings import DEFAULT_KV_MEMORY_BYTES, config_path, parse_size
+from engine.config_file import DEFAULT_KV_MEMORY_BYTES, config_path, parse_size
 
 CONFIG_TABLE = "serve"
 

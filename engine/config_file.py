@@ -1,0 +1,39 @@
+"""Settings shared by every blockpool front end (the TUI and the server): the config file and sizes.
+
+The config file is TOML at ``$BLOCKPOOL_CONFIG``, else
+``$XDG_CONFIG_HOME/blockpool/config.toml`` (``~/.config/blockpool/config.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+CONFIG_ENV = "BLOCKPOOL_CONFIG"
+DEFAULT_KV_MEMORY_BYTES = 512 * 2**20
+DEFAULT_SPILL_BUDGET_BYTES = 2 * 2**30
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 2**10, "kib": 2**10, "kb": 10**3,
+    "m": 2**20, "mib": 2**20, "mb": 10**6,
+    "g": 2**30, "gib": 2**30, "gb": 10**9,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def parse_size(value: object) -> object:
+    """'512MiB', '2GB', '1.5g' or a plain byte count -> bytes (KiB/MiB/GiB and K/M/G are binary)."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.match(value.lower())
+    if match is None or match.group(2) not in _UNITS:
+        raise ValueError(f"{value!r} is not a size; write e.g. 512MiB, 2GB or 1048576 (bytes)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def config_path() -> Path:
+    if explicit := os.environ.get(CONFIG_ENV):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base).expanduser() / "blockpool" / "config.toml"
