@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agents", metavar="N", type=int, help="agents open at start (default 2)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt of new agents")
     parser.add_argument("--temperature", metavar="T", type=float, help="sampling temperature, 0 = greedy (default 0)")
+    parser.add_argument("--refresh", metavar="S", type=float, dest="refresh_s",
+                        help="seconds between redraws of the side panels (default 0.25; F3 changes it live)")
     parser.add_argument("--telemetry-log", metavar="FILE", type=Path, help="append telemetry events (JSONL) to FILE")
     session = parser.add_mutually_exclusive_group()
     session.add_argument("--resume", action="store_const", const=True, dest="resume",

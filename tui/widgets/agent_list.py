@@ -1,4 +1,4 @@
-"""The list of agents: colour, name, status, tokens in context, blocks held."""
+"""The list of agents: colour, name, state, live token counts, blocks held."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ STATUS_STYLES = {
     "prefilling": "cyan",
     "generating": "bold green",
     "error": "bold red",
+    "spilled": "magenta",
 }
 
 
@@ -62,18 +63,15 @@ class AgentList(OptionList):
 
 
 def _prompt(row: AgentRow) -> Table:
-    status = row.status
-    if status == "prefilling" and row.prefill is not None:
-        status = f"prefilling {row.prefill[0]}/{row.prefill[1]}"
     details = Text()
     details.append(row.name, style="bold")
     details.append("  ")
-    details.append(status, style=STATUS_STYLES[row.status])
+    details.append(*_status(row))
     details.append(f"\n{row.context_tokens:,} tok · {row.num_blocks:,} blocks", style="dim")
-    if row.spilled:
-        details.append(" · on disk", style="magenta")
     if row.num_pending:
-        details.append(f" · {row.num_pending} queued", style="yellow")
+        details.append(f" · {row.num_pending} waiting", style="yellow")
+    if row.turn is not None and (row.turn.prompt or row.turn.generated):
+        details.append(f"\n{row.turn.prompt:,} prompt + {row.turn.generated:,} generated", style="dim")
     if row.status == "error" and row.error:
         details.append(f"\n{_clip(row.error, 80)}", style="red")
     grid = Table.grid(padding=(0, 1))
@@ -81,6 +79,15 @@ def _prompt(row: AgentRow) -> Table:
     grid.add_column(ratio=1)
     grid.add_row(Text("██", style=row.colour), details)
     return grid
+
+
+def _status(row: AgentRow) -> tuple[str, str]:
+    """The state word and its style: prefilling n/m, generating, queued, spilled, idle, error."""
+    if row.status == "prefilling" and row.prefill is not None:
+        return f"prefilling {row.prefill[0]:,}/{row.prefill[1]:,}", STATUS_STYLES["prefilling"]
+    if row.status == "idle" and row.spilled:
+        return "spilled to disk", STATUS_STYLES["spilled"]
+    return row.status, STATUS_STYLES[row.status]
 
 
 def _clip(text: str, width: int) -> str:

@@ -1,14 +1,97 @@
-"""The message input of a chat: an Input that lets "?" open help while it is empty."""
+"""The composer of a chat: a multi-line text area where Enter sends and ctrl+j adds a line.
+
+Every printable key is the composer's, "?" included: help is F1 (or "?" when the
+focus is elsewhere), so no character typed into a message can ever open a screen,
+however far the app lags behind the keyboard.
+
+Keys typed faster than the app draws are gathered and inserted together: each key
+only appends to a buffer, and one insert per burst edits and re-wraps the text. A
+terminal without bracketed paste sends a 30,000-character paste as 30,000 keys;
+they land in a few dozen inserts instead of 30,000.
+"""
 
 from __future__ import annotations
 
-from textual.widgets import Input
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import TextArea
 
 
-class ChatInput(Input):
-    """Types "?" like any character once there is text; while empty, "?" reaches the app's help key."""
+class ChatInput(TextArea):
+    """Enter posts ``ChatInput.Submitted``; ctrl+j / shift+enter add a line; a paste keeps every line."""
 
-    def check_consume_key(self, key: str, character: str | None) -> bool:
-        if character == "?" and not self.value:
-            return False
-        return super().check_consume_key(key, character)
+    BINDINGS = [
+        Binding("ctrl+j,shift+enter,alt+enter", "new_line", "New line", id="new_line", show=False),
+    ]
+
+    class Submitted(Message):
+        """Enter was pressed; ``value`` is the whole text, every line of it."""
+
+        def __init__(self, composer: ChatInput, value: str) -> None:
+            super().__init__()
+            self.composer = composer
+            self.value = value
+
+        @property
+        def control(self) -> ChatInput:
+            return self.composer
+
+    def __init__(self, *, placeholder: str = "", classes: str | None = None, id: str | None = None) -> None:
+        super().__init__(soft_wrap=True, tab_behavior="focus", show_line_numbers=False, highlight_cursor_line=False,
+                         placeholder=placeholder, classes=classes, id=id)
+        self._typed: list[str] = []  # keys received but not yet inserted
+
+    @property
+    def value(self) -> str:
+        """The whole text, including keys received but not inserted yet."""
+        self.flush_typed()
+        return self.text
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self._typed.clear()
+        self.load_text(text)
+        self.move_cursor(self.document.end)
+
+    def flush_typed(self) -> None:
+        """Insert the keys gathered since the last insert, in one edit."""
+        if self._typed:
+            text, self._typed = "".join(self._typed), []
+            self.replace(text, *self.selection, maintain_selection_offset=False)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.read_only:
+            return
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Submitted(self, self.value))
+            return
+        if event.is_printable:
+            event.stop()
+            event.prevent_default()
+            if not self._typed:
+                self.call_later(self.flush_typed)  # runs after the keys already queued here
+            self._typed.append(event.character or "")
+            return
+        self.flush_typed()  # editing and cursor keys act on everything typed before them
+        if self._is_new_line_key(event.key):
+            # Here, not when the binding bubbles up to the app: keys queued behind it must not overtake it.
+            event.stop()
+            event.prevent_default()
+            self.action_new_line()
+            return
+        await super()._on_key(event)
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        self.flush_typed()
+        await super()._on_paste(event)
+
+    def _is_new_line_key(self, key: str) -> bool:
+        """Whether ``key`` is bound to ``new_line`` (after the app's keymap)."""
+        return any(binding.action == "new_line" for binding in self._bindings.key_to_bindings.get(key, ()))
+
+    def action_new_line(self) -> None:
+        self.flush_typed()
+        self.replace("\n", *self.selection, maintain_selection_offset=False)

@@ -1,9 +1,15 @@
-"""One message of a chat: the user's text, a (streaming) reply, or an error."""
+"""One message of a chat: the user's text, a (streaming) reply, or an error.
+
+Replies are Markdown read as chat apps read it: a newline is a line break (a poem
+keeps its lines), while code blocks, lists and tables render as usual.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -13,19 +19,34 @@ from textual.widgets.markdown import MarkdownStream
 Role = Literal["user", "assistant", "error"]
 
 
+def chat_markdown() -> MarkdownIt:
+    """A GFM-like parser whose soft line breaks are hard ones."""
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.after("inline", "soft_to_hard_breaks", _soft_to_hard_breaks)
+    return parser
+
+
+def _soft_to_hard_breaks(state: StateCore) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
 class ChatMessage(Vertical):
     """A header line plus the text; replies are Markdown streamed as tokens arrive."""
 
-    def __init__(self, *, role: Role, author: str, colour: str, text: str = "") -> None:
+    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "") -> None:
         super().__init__(classes=role)
         self.role = role
         self.author = author
         self.colour = colour
         self.text = text
+        self.note = note
         self._rendered = len(text)  # how much of text the Markdown widget has been given
         self._stream: MarkdownStream | None = None
-        self._header_line = Static(self._header(), classes="header")
-        self._markdown = Markdown(self.text, classes="body") if role == "assistant" else None
+        self._header_line = Static(self._header(note), classes="header")
+        self._markdown = Markdown(self.text, classes="body", parser_factory=chat_markdown) if role == "assistant" else None
 
     def compose(self) -> ComposeResult:
         yield self._header_line
@@ -42,6 +63,7 @@ class ChatMessage(Vertical):
         return header
 
     def set_note(self, note: str) -> None:
+        self.note = note
         # Guarded like every later update: the app may be quitting while a reply ends.
         if self._header_line.is_attached:
             self._header_line.update(self._header(note), layout=False)  # always one line
