@@ -22,7 +22,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from engine import fastblas
@@ -102,7 +101,7 @@ class BlockpoolApp(EngineLink, AppActions, App[None]):
         self._telemetry_writer: JsonlWriter | None = None
         self.engine_stop_s: float | None = None  # how long quitting waited for the engine thread
         self._last_draw_s = 0.0
-        self._redraw_timer: Timer | None = None
+        self._redraw_due = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -283,13 +282,17 @@ class BlockpoolApp(EngineLink, AppActions, App[None]):
     @on(EngineStats)
     def _redraw_on_stats(self) -> None:
         """Panels redraw from the engine's (throttled) stats, at most once per ``refresh_s``."""
-        if self._redraw_timer is not None:
-            return  # a redraw is already due
+        if self._redraw_due:
+            return
+        self._redraw_due = True
         wait_s = self._last_draw_s + self.settings.refresh_s - time.monotonic()
-        self._redraw_timer = self.set_timer(max(wait_s, 0.0), self._timed_redraw)
+        if wait_s > 0:
+            self.set_timer(wait_s, self._due_redraw)
+        else:
+            self.call_later(self._due_redraw)  # after the engine link has taken the stats in
 
-    def _timed_redraw(self) -> None:
-        self._redraw_timer = None
+    def _due_redraw(self) -> None:
+        self._redraw_due = False
         self.refresh_panels()
 
     def set_refresh(self, seconds: float) -> None:

@@ -19,7 +19,8 @@ from textual.widgets import TextArea
 
 
 class ChatInput(TextArea):
-    """Enter posts ``ChatInput.Submitted``; ctrl+j / shift+enter add a line; a paste keeps every line."""
+    """Enter posts ``ChatInput.Submitted`` and empties the composer; ctrl+j / shift+enter add a line;
+    a paste keeps every line."""
 
     BINDINGS = [
         Binding("ctrl+j,shift+enter,alt+enter", "new_line", "New line", id="new_line", show=False),
@@ -66,7 +67,9 @@ class ChatInput(TextArea):
         if event.key == "enter":
             event.stop()
             event.prevent_default()
-            self.post_message(self.Submitted(self, self.value))
+            # Cleared here, not when the app gets the message: keys already queued belong to the next one.
+            value, self.value = self.value, ""
+            self.post_message(self.Submitted(self, value))
             return
         if event.is_printable:
             event.stop()
@@ -81,12 +84,15 @@ class ChatInput(TextArea):
             event.stop()
             event.prevent_default()
             self.action_new_line()
-            return
-        await super()._on_key(event)
+        # Other keys go on to TextArea's own handler and bindings (Textual calls each class's handler).
 
     async def _on_paste(self, event: events.Paste) -> None:
-        self.flush_typed()
-        await super()._on_paste(event)
+        # Handled here alone: stopped, and TextArea's handler skipped, or the text would go in twice.
+        event.stop()
+        event.prevent_default()
+        if not self.read_only:
+            self.flush_typed()
+            self.replace(event.text, *self.selection, maintain_selection_offset=False)
 
     def _is_new_line_key(self, key: str) -> bool:
         """Whether ``key`` is bound to ``new_line`` (after the app's keymap)."""

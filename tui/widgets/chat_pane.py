@@ -98,9 +98,6 @@ class ChatPane(Vertical):
     def input(self) -> ChatInput:
         return self.query_one(".prompt", ChatInput)
 
-    def clear_input(self) -> None:
-        self.input.value = ""
-
     def restore_input(self, text: str) -> None:
         """Put unsent text back; anything typed since stays after it."""
         current = self.input.value
