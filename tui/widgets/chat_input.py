@@ -15,6 +15,7 @@ from __future__ import annotations
 from textual import events
 from textual.binding import Binding
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import TextArea
 
 
@@ -93,6 +94,11 @@ class ChatInput(TextArea):
         if not self.read_only:
             self.flush_typed()
             self.replace(event.text, *self.selection, maintain_selection_offset=False)
+
+    def render_line(self, y: int) -> Strip:
+        if self.content_size.width <= 0:  # squeezed out by a tiny terminal: TextArea cannot wrap the placeholder
+            return Strip.blank(self.size.width, self.rich_style)
+        return super().render_line(y)
 
     def _is_new_line_key(self, key: str) -> bool:
         """Whether ``key`` is bound to ``new_line`` (after the app's keymap)."""
