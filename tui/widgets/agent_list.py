@@ -86,7 +86,7 @@ def _status(row: AgentRow) -> tuple[str, str]:
     if row.status == "prefilling" and row.prefill is not None:
         return f"prefilling {row.prefill[0]:,}/{row.prefill[1]:,}", STATUS_STYLES["prefilling"]
     if row.status == "idle" and row.spilled:
-        return "spilled to disk", STATUS_STYLES["spilled"]
+        return "spilled", STATUS_STYLES["spilled"]  # its context waits in a file until its next turn
     return row.status, STATUS_STYLES[row.status]
 
 
