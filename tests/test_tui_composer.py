@@ -17,7 +17,7 @@ from tui.agents import AgentRow
 from tui.app import BlockpoolApp
 from tui.screens import HelpScreen, TextPromptScreen
 from tui.widgets import AgentList
-from tui.widgets.agent_list import _prompt
+from tui.widgets.agent_list import row_text as agent_row_text
 
 pytestmark = pytest.mark.anyio
 CODE_PASTE = "def f(x):\n    return x * 2\n\nExplain this code."
@@ -41,11 +41,6 @@ def count_help(app: BlockpoolApp) -> list[int]:
 
     app.action_help = action_help  # type: ignore[method-assign]
     return opened
-
-
-def row_text(app: BlockpoolApp, agent) -> str:
-    prompt = _prompt(AgentRow.of(agent))
-    return "".join(str(cell) for column in prompt.columns for cell in column._cells)
 
 
 async def test_question_marks_typed_in_bursts_while_another_agent_streams_are_sent_whole(default_model):
@@ -156,7 +151,7 @@ async def test_agents_list_shows_live_token_counts_and_state(default_model):
         row = AgentRow.of(agent)
         assert row.status == "generating"
         assert row.context_tokens == agent.turn.prompt + agent.turn.generated > agent.turn.prompt > 0
-        text = row_text(app, agent)
+        text = agent_row_text(row).plain
         assert "generating" in text and f"{agent.turn.prompt} prompt + " in text
         await wait_for(pilot, lambda: not agent.busy)
         finished = app.recorder.events("request_finished")[-1]

@@ -183,9 +183,11 @@ class BlockpoolApp(EngineLink, AppActions, App[None]):
     def refresh_panels(self) -> None:
         """Redraw the side panels from app state (after engine stats or a change of agents, never per token)."""
         self._last_draw_s = time.monotonic()
+        if not self.screen_stack:  # shutting down: the screens are gone
+            return
         try:
             self._draw_panels()
-        except NoMatches:  # the timer fired while the app was shutting down: widgets are gone
+        except NoMatches:  # shutting down: the widgets are gone
             pass
 
     def _draw_panels(self) -> None:
