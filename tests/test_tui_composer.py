@@ -187,3 +187,15 @@ async def test_refresh_rate_changes_live_and_panels_redraw_only_from_engine_stat
         await pilot.pause(1.2)
         gaps = [b - a for a, b in zip(draws, draws[1:])]
         assert draws and all(gap >= 0.95 for gap in gaps), gaps
+
+
+async def test_keys_typed_right_after_switching_agents_go_to_the_new_agent(default_model):
+    app = make_app(default_model, agents=2, max_tokens=3)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        first, second = list(app.roster)
+        app.post_message(events.Key("f6", None))  # F6 and the message in one burst, as tmux send-keys sends them
+        burst(app, "Hello?")
+        await wait_for(pilot, lambda: len(second.conversation.turns) == 2 and not second.busy)
+        assert second.conversation.turns[0].content == "Hello?"
+        assert not first.conversation.turns and not first.pending

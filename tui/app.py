@@ -228,9 +228,13 @@ class BlockpoolApp(EngineLink, AppActions, App[None]):
             self.worker.send(AdoptContext(agent.agent_id, tuple(record.context_tokens)))
 
     def activate(self, agent_id: str) -> None:
-        """Show an agent's chat and focus its input."""
+        """Show an agent's chat and focus its composer now, so the very next key typed goes to it."""
         self.tabs.active = agent_id
-        self.pane(agent_id).input.focus()
+        composer = self.pane(agent_id).input
+        # Not composer.focus(): it waits behind every key already queued, which would go to the old agent.
+        self.main_screen.set_focus(composer)
+        if self.focused is not composer:  # not focusable yet (being mounted): focus it when it can be
+            composer.focus()
 
     async def close_agent_now(self, agent: Agent) -> None:
         if self.worker is not None:

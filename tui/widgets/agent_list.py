@@ -108,10 +108,11 @@ def row_text(row: AgentRow) -> Text:
     text.append("  ")
     text.append(*_status(row))
     text.append(f"\n{INDENT}{row.context_tokens:,} tok · {row.num_blocks:,} blocks", style="dim")
-    if row.num_pending:
-        text.append(f" · {row.num_pending} waiting", style="yellow")
     if row.turn is not None and (row.turn.prompt or row.turn.generated):
         text.append(f"\n{INDENT}{row.turn.prompt:,} prompt + {row.turn.generated:,} gen", style="dim")
+    if row.num_pending:
+        text.append(f"\n{INDENT}{row.num_pending} message{'' if row.num_pending == 1 else 's'} waiting",
+                    style="yellow")
     if row.status == "error" and row.error:
         text.append(f"\n{INDENT}{_clip(row.error, 80)}", style="red")
     return text
