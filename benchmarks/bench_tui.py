@@ -222,7 +222,8 @@ def ui_run(settings: TuiSettings, prompt: str, data_dir: Path, history: int) -> 
         term.wait_for(b"Broadcast one prompt")
         term.write(prompt.encode() + b"\r")
         tail = LogTail(log)
-        wait_until(lambda: tail.count("engine_step") > 0, 300, lambda: f"the first engine step; the app drew: {term.tail()}")
+        wait_until(lambda: tail.count("engine_step") > 0, 300,
+                   lambda: f"the first engine step; the app drew: {term.tail()}")
         generating = lambda: tail.count("request_finished") < num_agents  # noqa: E731
         busy = type_and_time(term, MARKERS[:NUM_BUSY_KEYS], generating)
         busy_load = os.getloadavg()[0]

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
 from engine.sessions import Message
 

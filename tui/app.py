@@ -9,9 +9,7 @@ per ``TuiSettings.refresh_s``: never per token, and with no timer of their own.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -20,34 +18,26 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from engine import fastblas
 from engine.sessions import AgentRecord, SessionStore, SessionStoreError
 from telemetry import JsonlWriter, Recorder
-from tui.agents import Agent, AgentRow, Roster, TurnTokens
+from tui.agents import Agent, Roster
 from tui.app_actions import AppActions
 from tui.chat import ChatTurn, Renderer
 from tui.cli import SettingsError, parse_settings
 from tui.engine_factory import engine_factory as real_engine_factory
 from tui.engine_link import EngineLink
-from tui.messages import (
-    ENGINE_MESSAGES,
-    AdoptContext,
-    CloseAgent,
-    EngineStats,
-    RequestFinished,
-    Submitted,
-    TokensGenerated,
-)
+from tui.messages import ENGINE_MESSAGES, AdoptContext, CloseAgent, EngineStats
+from tui.panel_feed import PanelFeed
 from tui.session_log import SessionLog, kept_turns, open_store
 from tui.settings import TuiSettings
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
 from tui.worker import EngineFactory, EngineWorker
 
-class BlockpoolApp(EngineLink, AppActions, App[None]):
+class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
     """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load.
 
     With a ``store``, conversations are saved as they happen and the last session (see
@@ -180,26 +170,6 @@ class BlockpoolApp(EngineLink, AppActions, App[None]):
     def pane(self, agent_id: str) -> ChatPane:
         return self.tabs.get_pane(agent_id).query_one(ChatPane)
 
-    def refresh_panels(self) -> None:
-        """Redraw the side panels from app state (after engine stats or a change of agents, never per token)."""
-        self._last_draw_s = time.monotonic()
-        if not self.screen_stack:  # shutting down: the screens are gone
-            return
-        try:
-            self._draw_panels()
-        except NoMatches:  # shutting down: the widgets are gone
-            pass
-
-    def _draw_panels(self) -> None:
-        active = self.active_agent
-        self.agent_list.show([AgentRow.of(a) for a in self.roster], active.agent_id if active else None)
-        names = {a.agent_id: a.name for a in self.roster}
-        snapshot = self.stats.pool if self.stats is not None else None
-        self.main_screen.query_one(BlockMapPanel).show(snapshot, names, self.roster.colours())
-        if self.stats is not None:
-            self.main_screen.query_one(LatencyPanel).show(self.stats.telemetry)
-            self.main_screen.query_one(EnginePanel).show(self.stats)
-
     # -- agents -------------------------------------------------------------------
 
     async def open_agent(self, name: str | None = None, *, activate: bool = True, system: str | None = None,
@@ -260,52 +230,6 @@ class BlockpoolApp(EngineLink, AppActions, App[None]):
             pane.input.focus()
             await pane.catch_up()
         self.refresh_panels()  # the highlighted agent
-
-    # -- live token counts (the engine link keeps the rest of each turn) ---------------
-
-    @on(Submitted)
-    def _count_submitted(self, message: Submitted) -> None:
-        agent = self.roster.get(message.agent_id)
-        if agent is not None and agent.in_flight is not None:
-            agent.turn = TurnTokens(cached=agent.in_flight.base_tokens)
-
-    @on(TokensGenerated)
-    def _count_tokens(self, message: TokensGenerated) -> None:
-        for agent_id, (done, total) in message.prefill.items():
-            if (agent := self.roster.get(agent_id)) is not None and agent.turn is not None:
-                agent.turn = replace(agent.turn, prompt=total, prompt_done=done)
-        for agent_id, num_tokens in message.num_tokens.items():
-            if (agent := self.roster.get(agent_id)) is not None and agent.turn is not None:
-                turn = agent.turn
-                agent.turn = replace(turn, prompt_done=turn.prompt, generated=turn.generated + num_tokens)
-
-    @on(RequestFinished)
-    def _count_finished(self, message: RequestFinished) -> None:
-        if (agent := self.roster.get(message.agent_id)) is not None:
-            agent.turn = TurnTokens(message.cached_tokens, message.prompt_tokens, message.prompt_tokens,
-                                    message.generated_tokens)
-
-    @on(EngineStats)
-    def _redraw_on_stats(self) -> None:
-        """Panels redraw from the engine's (throttled) stats, at most once per ``refresh_s``."""
-        if self._redraw_due:
-            return
-        self._redraw_due = True
-        wait_s = self._last_draw_s + self.settings.refresh_s - time.monotonic()
-        if wait_s > 0:
-            self.set_timer(wait_s, self._due_redraw)
-        else:
-            self.call_later(self._due_redraw)  # after the engine link has taken the stats in
-
-    def _due_redraw(self) -> None:
-        self._redraw_due = False
-        self.refresh_panels()
-
-    def set_refresh(self, seconds: float) -> None:
-        """Redraw the panels every ``seconds`` at most, from now on."""
-        self.settings.refresh_s = seconds
-        if self.worker is not None:
-            self.worker.stats_interval_s = min(seconds, EngineWorker.STATS_INTERVAL_S)
 
     def exit(self, result: None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
         """Stop the engine thread and drop what it still posts, then exit as usual."""

@@ -46,7 +46,8 @@ class ChatMessage(Vertical):
         self._rendered = len(text)  # how much of text the Markdown widget has been given
         self._stream: MarkdownStream | None = None
         self._header_line = Static(self._header(note), classes="header")
-        self._markdown = Markdown(self.text, classes="body", parser_factory=chat_markdown) if role == "assistant" else None
+        is_reply = role == "assistant"
+        self._markdown = Markdown(self.text, classes="body", parser_factory=chat_markdown) if is_reply else None
 
     def compose(self) -> ComposeResult:
         yield self._header_line
