@@ -7,11 +7,13 @@ the data the app would.
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.app import App, ComposeResult
+from textual.keys import _character_to_key
 from textual.widgets import Markdown
 from textual.widgets._markdown import MarkdownBulletList, MarkdownFence, MarkdownParagraph, MarkdownTable
 
-from tui.widgets import ChatMessage, ChatPane, GatherSparkline
+from tui.widgets import ChatInput, ChatMessage, ChatPane, GatherSparkline
 from tui.widgets.chat_pane import EarlierMessages
 from tui.widgets.gather_sparkline import bar_levels, colour_of
 
@@ -107,3 +109,29 @@ async def test_sparkline_draws_one_bar_per_sample_with_now_average_peak(num_samp
         assert rows[0].endswith(f"now  {samples[-1]:.2f}ms")
         assert f"avg  {sum(samples[-bars:]) / len(samples[-bars:]):.2f}ms" in rows[1]
         assert f"peak {max(samples):.2f}ms" in rows[2]
+
+
+class ComposerHost(Host):
+    def __init__(self, widget) -> None:
+        super().__init__(widget)
+        self.submitted: list[str] = []
+
+    def on_chat_input_submitted(self, event: ChatInput.Submitted) -> None:
+        self.submitted.append(event.value)
+
+
+async def test_a_burst_of_characters_and_editing_keys_lands_in_order():
+    composer = ChatInput(placeholder="message")
+    app = ComposerHost(composer)
+    async with app.run_test(size=(80, 10)) as pilot:
+        composer.focus()
+        await pilot.pause()
+        keys = [*"abc", "backspace", "d", "ctrl+j", "e", "left", "x", *"?!"]
+        for key in keys:  # posted at once, before the composer handled the first
+            character = key if len(key) == 1 else "\n" if key == "ctrl+j" else None
+            app.post_message(events.Key(_character_to_key(key) if len(key) == 1 else key, character))
+        await pilot.pause(0.5)
+        assert composer.text == "abd\nx?!e"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.submitted == ["abd\nx?!e"] and composer.text == ""

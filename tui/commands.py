@@ -26,7 +26,7 @@ PALETTE = (
 # Keys handled by widgets or by Textual, not by the app's bindings.
 FIXED_KEYS: tuple[KeyRow, ...] = (
     ("enter", "Send the message, every line of it (queued while the agent is busy)", ""),
-    ("ctrl+j / shift+enter / alt+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
+    ("ctrl+j / shift+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
     ("tab / shift+tab", "Move focus", ""),
     ("ctrl+p", "Command palette (every action)", ""),
     ("ctrl+q", "Quit", ""),

@@ -7,7 +7,8 @@ however far the app lags behind the keyboard.
 Keys typed faster than the app draws are gathered and inserted together: each key
 only appends to a buffer, and one insert per burst edits and re-wraps the text. A
 terminal without bracketed paste sends a 30,000-character paste as 30,000 keys;
-they land in a few dozen inserts instead of 30,000.
+they land in a few dozen inserts instead of 30,000. Editing keys (backspace, arrows,
+ctrl+j) run in the composer itself, in order with the characters around them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class ChatInput(TextArea):
     a paste keeps every line."""
 
     BINDINGS = [
-        Binding("ctrl+j,shift+enter,alt+enter", "new_line", "New line", id="new_line", show=False),
+        Binding("ctrl+j,shift+enter", "new_line", "New line", id="new_line", show=False),
     ]
 
     class Submitted(Message):
@@ -80,12 +81,14 @@ class ChatInput(TextArea):
             self._typed.append(event.character or "")
             return
         self.flush_typed()  # editing and cursor keys act on everything typed before them
-        if self._is_new_line_key(event.key):
-            # Here, not when the binding bubbles up to the app: keys queued behind it must not overtake it.
+        bindings = self._bindings.key_to_bindings.get(event.key, ())  # the composer's own, after the keymap
+        if bindings:
+            # Run here, not when the key bubbles up to the app's binding check: the keys queued behind it
+            # (a burst: "ab", backspace, "c") must not overtake it.
             event.stop()
             event.prevent_default()
-            self.action_new_line()
-        # Other keys go on to TextArea's own handler and bindings (Textual calls each class's handler).
+            await self.run_action(bindings[0].action)
+        # Other keys go on to the app's bindings.
 
     async def _on_paste(self, event: events.Paste) -> None:
         # Handled here alone: stopped, and TextArea's handler skipped, or the text would go in twice.
@@ -99,10 +102,6 @@ class ChatInput(TextArea):
         if self.content_size.width <= 0:  # squeezed out by a tiny terminal: TextArea cannot wrap the placeholder
             return Strip.blank(self.size.width, self.rich_style)
         return super().render_line(y)
-
-    def _is_new_line_key(self, key: str) -> bool:
-        """Whether ``key`` is bound to ``new_line`` (after the app's keymap)."""
-        return any(binding.action == "new_line" for binding in self._bindings.key_to_bindings.get(key, ()))
 
     def action_new_line(self) -> None:
         self.flush_typed()
