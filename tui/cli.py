@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from tui.settings import CONFIG_ENV, TuiSettings, config_path
 
 
+OPTION_NAMES = {"refresh_s": "--refresh"}  # settings whose option is not their name with dashes
+
+
 class SettingsError(ValueError):
     """Settings that cannot run; main() prints it and exits with status 2."""
 
@@ -68,6 +71,6 @@ def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "settings"
-        option = f"--{where.replace('_', '-')}" if where != "settings" else "settings"
+        option = OPTION_NAMES.get(where, f"--{where.replace('_', '-')}") if where != "settings" else "settings"
         lines.append(f"{option}: {error['msg']} (got {error.get('input')!r})")
     return "; ".join(lines)
