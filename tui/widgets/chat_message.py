@@ -1,36 +1,22 @@
 """One message of a chat: the user's text, a (streaming) reply, or an error.
 
-Replies are Markdown read as chat apps read it: a newline is a line break (a poem
-keeps its lines), while code blocks, lists and tables render as usual.
+Replies are Markdown read as chat apps read it (``ChatMarkdown``): a newline is a line
+break, while code blocks, lists and tables render as usual.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from markdown_it import MarkdownIt
-from markdown_it.rules_core import StateCore
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from tui.widgets.chat_markdown import ChatMarkdown
+
 Role = Literal["user", "assistant", "error"]
-
-
-def chat_markdown() -> MarkdownIt:
-    """A GFM-like parser whose soft line breaks are hard ones."""
-    parser = MarkdownIt("gfm-like")
-    parser.core.ruler.after("inline", "soft_to_hard_breaks", _soft_to_hard_breaks)
-    return parser
-
-
-def _soft_to_hard_breaks(state: StateCore) -> None:
-    for token in state.tokens:
-        for child in token.children or ():
-            if child.type == "softbreak":
-                child.type = "hardbreak"
 
 
 class ChatMessage(Vertical):
@@ -47,7 +33,7 @@ class ChatMessage(Vertical):
         self._stream: MarkdownStream | None = None
         self._header_line = Static(self._header(note), classes="header")
         is_reply = role == "assistant"
-        self._markdown = Markdown(self.text, classes="body", parser_factory=chat_markdown) if is_reply else None
+        self._markdown = ChatMarkdown(self.text, classes="body") if is_reply else None
 
     def compose(self) -> ComposeResult:
         yield self._header_line
