@@ -62,6 +62,8 @@ class TuiSettings(BaseSettings):
     agents: int = Field(2, ge=0, le=32, description="agents open at start")
     system: str = Field("You are a helpful assistant.", description="system prompt of new agents")
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="sampling temperature (0 = greedy)")
+    refresh_s: float = Field(0.25, ge=0.05, le=10.0, description="seconds between redraws of the side panels "
+                                                                  "(at most; changeable live with F3)")
     telemetry_log: Path | None = Field(None, description="append telemetry events to this JSONL file")
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
     resume: bool | None = Field(

@@ -1,4 +1,8 @@
-"""One message of a chat: the user's text, a (streaming) reply, or an error."""
+"""One message of a chat: the user's text, a (streaming) reply, or an error.
+
+Replies are Markdown read as chat apps read it (``ChatMarkdown``): a newline is a line
+break, while code blocks, lists and tables render as usual.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,26 @@ from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from tui.widgets.chat_markdown import ChatMarkdown
+
 Role = Literal["user", "assistant", "error"]
 
 
 class ChatMessage(Vertical):
     """A header line plus the text; replies are Markdown streamed as tokens arrive."""
 
-    def __init__(self, *, role: Role, author: str, colour: str, text: str = "") -> None:
+    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "") -> None:
         super().__init__(classes=role)
         self.role = role
         self.author = author
         self.colour = colour
         self.text = text
+        self.note = note
         self._rendered = len(text)  # how much of text the Markdown widget has been given
         self._stream: MarkdownStream | None = None
-        self._header_line = Static(self._header(), classes="header")
-        self._markdown = Markdown(self.text, classes="body") if role == "assistant" else None
+        self._header_line = Static(self._header(note), classes="header")
+        is_reply = role == "assistant"
+        self._markdown = ChatMarkdown(self.text, classes="body") if is_reply else None
 
     def compose(self) -> ComposeResult:
         yield self._header_line
@@ -42,6 +50,7 @@ class ChatMessage(Vertical):
         return header
 
     def set_note(self, note: str) -> None:
+        self.note = note
         # Guarded like every later update: the app may be quitting while a reply ends.
         if self._header_line.is_attached:
             self._header_line.update(self._header(note), layout=False)  # always one line
