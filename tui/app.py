@@ -32,12 +32,15 @@ from tui.engine_factory import engine_factory as real_engine_factory
 from tui.engine_link import EngineLink
 from tui.messages import ENGINE_MESSAGES, AdoptContext, CloseAgent, EngineStats
 from tui.panel_feed import PanelFeed
+from tui.remote.factory import remote_engine_factory
+from tui.remote.messages import ServerStatus
+from tui.remote.server_panels import ServerPanels
 from tui.session_log import SessionLog, kept_turns, open_store
 from tui.settings import TuiSettings
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
 from tui.worker import EngineFactory, EngineWorker
 
-class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
+class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AppActions, App[None]):
     """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load.
 
     With a ``store``, conversations are saved as they happen and the last session (see
@@ -79,8 +82,11 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
         warn = partial(self.notify, title="Conversation not saved", severity="error", timeout=10)
         self.sessions = SessionLog(store, self.settings, warn) if store is not None else None
         spill_dir = self.sessions.spill_dir if self.sessions is not None else None
+        if engine_factory is None and self.settings.server is not None:
+            engine_factory = remote_engine_factory(self.settings, self.post_message)
         self._factory = engine_factory or real_engine_factory(self.settings, loaded_model=loaded_model,
                                                               spill_dir=spill_dir)
+        self.server_status: ServerStatus | None = None  # with --server: the connection, from the remote engine
         self.roster = Roster()
         self.recorder = Recorder()
         self.worker: EngineWorker | None = None
@@ -244,7 +250,7 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
         """Stop the engine thread and drop what it still posts, then exit as usual."""
         if self.worker is not None:
             self.worker.request_stop()  # now: the shutdown below takes a while
-        self.disable_messages(*ENGINE_MESSAGES)
+        self.disable_messages(*ENGINE_MESSAGES, ServerStatus)
         super().exit(result, return_code, message)
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--new", action="store_const", const=False, dest="resume", help="start a new session")
     parser.add_argument("--data-dir", metavar="DIR", type=Path,
                         help="folder of the session database and spill files (overrides BLOCKPOOL_DATA_DIR)")
+    remote = parser.add_argument_group("on a server (instead of the embedded engine)")
+    remote.add_argument("--server", metavar="URL",
+                        help="chat through this OpenAI-compatible server, e.g. http://127.0.0.1:8000 from "
+                             "`blockpool serve`, or vLLM, mlx_lm.server, llama.cpp's server; --model then names "
+                             "the served model (default: the server's)")
+    remote.add_argument("--api-key", metavar="KEY", help="the server's API key (or BLOCKPOOL_API_KEY)")
     parser.add_argument("--spill-budget", metavar="SIZE",
                         help="disk space for this session's saved KV caches, e.g. 2GiB (the default); "
                              "the least recently used go first")

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,6 +71,9 @@ class TuiSettings(BaseSettings):
                           "the same model (None)")
     data_dir: Path | None = Field(None, description="folder of sessions.db and spill files (default: the "
                                                     "user data folder)")
+    server: str | None = Field(None, description="chat through this OpenAI-compatible server (base URL, e.g. "
+                                                 "http://127.0.0.1:8000) instead of the embedded engine")
+    api_key: str | None = Field(None, description="the server's API key (sent as a Bearer token)")
     spill_budget: Annotated[int, BeforeValidator(parse_size)] = Field(
         DEFAULT_SPILL_BUDGET_BYTES, ge=0, description="disk space for this session's saved caches (default 2GiB); "
                                                       "least recently used go first")
@@ -81,6 +84,16 @@ class TuiSettings(BaseSettings):
             raise ValueError(
                 f"give the pool size once: blocks={self.blocks} or kv_memory={self.kv_memory} bytes, not both")
         return self
+
+    @field_validator("server")
+    @classmethod
+    def _server_url(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")) or url.endswith("/v1"):
+            raise ValueError(f"{url!r} is not a server base URL; write e.g. http://127.0.0.1:8000 (without /v1)")
+        return url
 
     @property
     def kv_memory_bytes(self) -> int:

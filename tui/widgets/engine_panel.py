@@ -19,9 +19,11 @@ class EnginePanel(Static):
         self._rows: Rows = ()
 
     def show(self, stats: EngineStats | None) -> None:
-        if stats is None:
-            return
-        rows = _rows(stats)
+        if stats is not None:
+            self.show_rows(_rows(stats))
+
+    def show_rows(self, rows: Rows) -> None:
+        """(label, value) rows of another source (a server's metrics)."""
         if rows != self._rows:
             # The row count never changes after the first draw, so no layout pass is needed.
             self.update(_table(rows, self.content_size.width), layout=len(rows) != len(self._rows))

@@ -35,6 +35,13 @@ class LatencyPanel(Vertical):
         self.query_one(".stats", Static).update(_stats_text(state), layout=False)  # always three lines
 
 
+    def show_note(self, text: Text) -> None:
+        """No gathers to show (a server that exposes none): ``text`` says so."""
+        self._shown = (-1, None)  # a later show() draws again
+        self.query_one(GatherSparkline).show(())
+        self.query_one(".stats", Static).update(text)
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
