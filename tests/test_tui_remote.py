@@ -17,6 +17,7 @@ from tests.remote_harness import mlx_lm_server, start_serve, stop
 from tests.server_harness import free_port
 from tests.test_tui_app import map_colours, send, wait_for
 from tui.app import BlockpoolApp
+from tui.remote.metrics_view import read_figures
 from tui.settings import TuiSettings
 from tui.widgets import BlockMapPanel, ChatPane, EnginePanel
 
@@ -95,6 +96,12 @@ async def test_chats_through_blockpool_serve_and_panels_show_its_pool(keyed_serv
                          "messages": [{"role": "user", "content": "Someone else"}]}, timeout=60)
         await wait_for(pilot, lambda: any(owner.startswith("conv-") for owner in app.stats.pool.agent_usage()))
         assert "Someone else" not in chat_text(app, agent.agent_id)
+
+        # Its /metrics, read as the TUI reads any server's (vLLM's names, blockpool: prefix).
+        metrics = httpx.get(f"{keyed_server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        figures = read_figures(metrics.text)
+        assert figures.kv_usage is not None and 0 < figures.kv_usage <= 1
+        assert figures.prefix_hit_rate is not None and figures.running == 0 and figures.preemptions == 0
 
 
 async def test_a_wrong_key_says_401_and_keeps_the_text(keyed_server):

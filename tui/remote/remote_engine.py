@@ -218,7 +218,6 @@ class RemoteEngine:
     async def _default_model(self) -> str | None:
         """blockpool serve wants its one model named; other servers take their default when none is."""
         if self._watcher.served_models is None:
-            self._watcher.served_models = await self._client.models()
-            self._watcher.has_pool = await self._client.has_pool()
+            await self._watcher.connect()
         models = self._watcher.served_models
         return models[0] if self._watcher.has_pool and models else None

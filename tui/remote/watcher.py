@@ -47,15 +47,21 @@ class ServerWatcher:
         self._status("connecting", f"connecting to {self.client.url}…")
         while True:
             try:
-                await self._connect()
+                await self.connect()
                 attempt = 0
                 await self._follow()
             except ServerError as exc:
                 attempt += 1
                 await self._wait_after(exc, attempt)
 
-    async def _connect(self) -> None:
-        self.served_models = await self.client.models()
+    async def connect(self) -> None:
+        """Learn the served models and whether this is blockpool serve (raises ServerError)."""
+        try:
+            self.served_models = await self.client.models()
+        except ServerError as exc:
+            if exc.unreachable or exc.status == 401:
+                raise
+            self.served_models = []  # a broken model list (mlx_lm.server without a hub cache) still chats
         self.has_pool = await self.client.has_pool()
 
     async def _follow(self) -> None:
@@ -74,7 +80,7 @@ class ServerWatcher:
             where = "figures from /metrics" if figures is not None else "no /metrics"
             self._status("connected", f"connected · {self.client.url} ({where})", figures=figures)
             await asyncio.sleep(self.refresh_s)
-            await self.client.models()  # still there?
+            await self.connect()  # still there, and the key still good?
 
     async def _wait_after(self, exc: ServerError, attempt: int) -> None:
         delay_s = retry_delay_s(attempt)
