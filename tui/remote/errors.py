@@ -19,8 +19,8 @@ class ServerError(Exception):
 def transport_error(url: str, exc: httpx.TransportError, *, mid_reply: bool = False) -> ServerError:
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if mid_reply:
-        return ServerError(f"the server at {url} went away mid-reply ({what}). The partial reply is dropped and "
-                           "your message is back in the composer: send it again once the status says connected",
+        return ServerError(f"the server at {url} went away mid-reply ({what}). The partial reply is not kept in "
+                           "the conversation and your message is back in the composer: send it again once the status says connected",
                            unreachable=True)
     if isinstance(exc, httpx.ConnectError):
         return ServerError(f"cannot reach the server at {url} ({what}). Is it running? Start it (e.g. "

@@ -24,6 +24,7 @@ class ServerStatus(Message):
     state: ConnectionState
     text: str
     has_pool: bool = False
+    model: str | None = None  # the served model, when the server names one
     figures: ServerFigures | None = None
 
     def can_replace(self, message: Message) -> bool:

@@ -23,7 +23,7 @@ from tui.messages import Post
 from tui.remote.client import ChatEvent, Done, Opened, ServerClient, Text, Usage
 from tui.remote.errors import ServerError
 from tui.remote.pool_mirror import PoolMirror
-from tui.remote.turns import Completion, Delta, StepOutput
+from tui.remote.turns import Completion, Delta, ServerContext, StepOutput
 from tui.remote.watcher import ServerWatcher
 from tui.remote.wire import MessagesTemplate, chat_body, decode_messages
 
@@ -70,6 +70,7 @@ class RemoteEngine:
         self.recorder = recorder
         self._outbox: queue.Queue[Reply | Event] = queue.Queue()
         self._turns: dict[int, Turn] = {}
+        self._context_tokens: dict[str, int] = {}  # per agent, after its last turn (for the agents list)
         self._uids = itertools.count(1)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="blockpool-remote", daemon=True)
@@ -113,6 +114,8 @@ class RemoteEngine:
             turn.future.cancel()  # closes the connection; the next step reports the turn cancelled
 
     def close_agent(self, agent_id: str) -> None:
+        self._context_tokens.pop(agent_id, None)
+        self.pool.forget(agent_id)
         for turn in list(self._turns.values()):
             if turn.agent_id == agent_id:
                 self.cancel(turn.uid)
@@ -131,8 +134,10 @@ class RemoteEngine:
     def adopt(self, agent_id: str, token_ids: Any) -> None:
         return None  # a server continues from the messages each turn carries
 
-    def agent_blocks(self, agent_id: str) -> None:
-        return None
+    def agent_blocks(self, agent_id: str) -> ServerContext | None:
+        """Only a size: the context's blocks are the server's, so ``submit`` takes no cache."""
+        num_tokens = self._context_tokens.get(agent_id)
+        return ServerContext(num_tokens) if num_tokens else None
 
     def spilled_agents(self) -> set[str]:
         return set()
@@ -192,6 +197,7 @@ class RemoteEngine:
         prompt = usage.prompt_tokens - cached if usage is not None else 0
         generated = usage.completion_tokens if usage is not None and usage.completion_tokens else turn.num_tokens
         elapsed = time.monotonic() - turn.first_token_s if turn.first_token_s is not None else 0.0
+        self._context_tokens[turn.agent_id] = 0 if error or usage is None else usage.prompt_tokens + generated
         return Completion(
             agent_id=turn.agent_id, uid=turn.uid, text=turn.text, finish_reason="error" if error else finish_reason,
             error=error, cached_tokens=cached, prompt_tokens=prompt, generated_tokens=generated,
@@ -219,5 +225,4 @@ class RemoteEngine:
         """blockpool serve wants its one model named; other servers take their default when none is."""
         if self._watcher.served_models is None:
             await self._watcher.connect()
-        models = self._watcher.served_models
-        return models[0] if self._watcher.has_pool and models else None
+        return self._watcher.model

@@ -49,7 +49,8 @@ class ServerPanels(_AppBase):
 
     def _show_connection(self) -> None:
         if (status := self.server_status) is not None:
-            self.sub_title = f"{self.settings.model or 'the server’s model'} · {status.text}"
+            model = self.settings.model or status.model or "the server’s model"
+            self.sub_title = f"{model} · {status.text}"
 
     def _draw_panels(self) -> None:
         super()._draw_panels()  # type: ignore[misc]

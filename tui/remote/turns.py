@@ -31,6 +31,13 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerContext:
+    """What the agents list shows of a context the server holds: its size (prompt and reply of the last turn)."""
+
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class StepOutput:
     deltas: tuple[Delta, ...]
     prefill: tuple[()]

@@ -96,5 +96,11 @@ class ServerWatcher:
         except TimeoutError:
             pass
 
+    @property
+    def model(self) -> str | None:
+        """The model a request without one gets: blockpool serve's only one (it wants it named)."""
+        models = self.served_models or []
+        return models[0] if self.has_pool and models else None
+
     def _status(self, state: str, text: str, **fields: object) -> None:
-        self._post(ServerStatus(self.client.url, state, text, **fields))  # type: ignore[arg-type]
+        self._post(ServerStatus(self.client.url, state, text, model=self.model, **fields))  # type: ignore[arg-type]
