@@ -11,12 +11,13 @@ import time
 import pytest
 from textual import events
 from textual.keys import _character_to_key
+from textual.widgets import Markdown
 
 from tests.test_tui_app import capture_notifications, make_app, no_user_config, wait_for  # noqa: F401
 from tui.agents import AgentRow
 from tui.app import BlockpoolApp
 from tui.screens import HelpScreen, TextPromptScreen
-from tui.widgets import AgentList
+from tui.widgets import AgentList, ChatMessage
 from tui.widgets.agent_list import row_text as agent_row_text
 
 pytestmark = pytest.mark.anyio
@@ -199,3 +200,17 @@ async def test_keys_typed_right_after_switching_agents_go_to_the_new_agent(defau
         await wait_for(pilot, lambda: len(second.conversation.turns) == 2 and not second.busy)
         assert second.conversation.turns[0].content == "Hello?"
         assert not first.conversation.turns and not first.pending
+
+
+async def test_a_reply_that_ends_off_screen_is_rendered_when_its_chat_is_shown(default_model):
+    app = make_app(default_model, agents=2, max_tokens=8)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        first, second = list(app.roster)
+        await app.send(second, "Name a colour.")  # agent 1's chat stays on screen
+        await wait_for(pilot, lambda: len(second.conversation.turns) == 2 and not second.busy)
+        reply = list(app.pane(second.agent_id).query(ChatMessage))[-1]
+        assert not reply.drawn  # kept, not re-parsed while another chat is shown
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: reply.drawn)
+        assert reply.query_one(Markdown).source == second.conversation.turns[1].content

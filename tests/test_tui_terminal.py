@@ -9,7 +9,6 @@ from the screen.
 from __future__ import annotations
 
 import os
-import pty
 import re
 import shutil
 import signal
@@ -20,8 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 
 from engine.sessions import Message
+
+try:
+    import pty
+except ImportError:  # not a POSIX system
+    pty = None
 
 APP = Path(sys.executable).with_name("blockpool-tui")
 SIZE = (170, 48)
@@ -134,7 +139,12 @@ def launch(data_dir: Path, *options: str):
             *options]
     env = {"BLOCKPOOL_CONFIG": str(data_dir / "absent.toml"), "TERM": "xterm-256color",
            "COLUMNS": str(SIZE[0]), "LINES": str(SIZE[1])}  # Textual trusts these over the terminal
-    term = Tmux(argv, env) if shutil.which("tmux") else Pty(argv, env)
+    if shutil.which("tmux"):
+        term = Tmux(argv, env)
+    elif pty is not None:
+        term = Pty(argv, env)
+    else:
+        pytest.skip("neither tmux nor a POSIX pseudo-terminal is available to drive a real terminal")
     wait_until(lambda: "layers ·" in term.screen(), "the engine to start", term)
     return term
 

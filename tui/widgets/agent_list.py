@@ -33,7 +33,7 @@ INDENT = "   "  # under the colour swatch
 class AgentRowView(Static):
     """One agent's lines; a click chooses it."""
 
-    def __init__(self, row: AgentRow) -> None:
+    def __init__(self, *, row: AgentRow) -> None:
         super().__init__(row_text(row), classes="agent-row")
         self.row = row
 
@@ -79,7 +79,7 @@ class AgentList(VerticalScroll, can_focus=True):
                 view.show(row)
         else:  # agents opened or closed: rebuild the rows
             self.remove_children(self._views)
-            self._views = [AgentRowView(row) for row in rows]
+            self._views = [AgentRowView(row=row) for row in rows]
             self.mount_all(self._views)
         for index, view in enumerate(self._views):
             view.set_class(view.row.agent_id == active_id, "-active")

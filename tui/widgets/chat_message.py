@@ -31,6 +31,7 @@ class ChatMessage(Vertical):
         self.note = note
         self._rendered = len(text)  # how much of text the Markdown widget has been given
         self._stream: MarkdownStream | None = None
+        self._final_pending = False  # finished off screen: the full render waits for catch_up
         self._header_line = Static(self._header(note), classes="header")
         is_reply = role == "assistant"
         self._markdown = ChatMarkdown(self.text, classes="body") if is_reply else None
@@ -62,22 +63,37 @@ class ChatMessage(Vertical):
             await self.catch_up()
 
     async def catch_up(self) -> None:
-        """Stream whatever text is not drawn yet (Markdown.get_stream batches fast writes)."""
+        """Draw what is not drawn yet: stream new text (Markdown.get_stream batches fast writes),
+        or render a reply that finished off screen."""
+        if self._markdown is None or not self._markdown.is_attached:
+            return
+        if self._final_pending:
+            self._final_pending = False
+            await self._markdown.update(self.text or "*(no text)*")
+            return
         new = self.text[self._rendered :]
-        if not new or self._markdown is None or not self._markdown.is_attached:
+        if not new:
             return
         if self._stream is None:
             self._stream = Markdown.get_stream(self._markdown)
         self._rendered = len(self.text)
         await self._stream.write(new)
 
-    async def finish(self, text: str, note: str = "") -> None:
-        """Stop streaming and render the whole reply once, cleanly re-parsed."""
+    async def finish(self, text: str, note: str = "", *, render: bool = True) -> None:
+        """Stop streaming and render the whole reply once, cleanly re-parsed; ``render=False``
+        (a chat not on screen) leaves that to ``catch_up``, so eight replies ending together
+        do not re-parse eight chats while the keyboard waits."""
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
         self.text = text
         self._rendered = len(text)
-        if self._markdown is not None and self._markdown.is_attached:
-            await self._markdown.update(text or "*(no text)*")
+        self._final_pending = True
+        if render:
+            await self.catch_up()
         self.set_note(note)
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the reply on screen is its final rendering (or it is not a reply)."""
+        return not self._final_pending

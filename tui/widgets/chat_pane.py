@@ -72,6 +72,7 @@ class ChatPane(Vertical):
         self._reply: ChatMessage | None = None
         self._queued: deque[Static] = deque()
         self._unmounted: list[Unmounted] = []  # oldest first
+        self._undrawn: list[ChatMessage] = []  # replies that finished off screen
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="messages"):
@@ -170,13 +171,24 @@ class ChatPane(Vertical):
         if self._reply is not None:
             await self._reply.write(text, render=on_screen)
 
+    @property
+    def shown(self) -> bool:
+        """Whether this chat is the tab on screen."""
+        return all(node.display for node in self.ancestors_with_self)
+
     async def catch_up(self) -> None:
-        if self._reply is not None:
-            await self._reply.catch_up()
+        """Draw what arrived while the chat was not on screen."""
+        for message in [*self._undrawn, self._reply]:
+            if message is not None:
+                await message.catch_up()
+        self._undrawn.clear()
 
     async def finish_reply(self, text: str, note: str) -> None:
         if self._reply is not None:
-            await self._reply.finish(text, note)
+            shown = self.shown
+            await self._reply.finish(text, note, render=shown)
+            if not shown:
+                self._undrawn.append(self._reply)
             self._reply = None
 
     async def drop_turn(self, user_message: ChatMessage | None) -> None:
