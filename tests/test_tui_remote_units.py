@@ -11,6 +11,8 @@ from tui.remote.errors import status_error, transport_error
 from tui.remote.metrics_view import ServerFigures, missing, read_figures
 from tui.remote.watcher import retry_delay_s
 from tui.remote.wire import MessagesTemplate, SseParser, decode_messages
+from tui.session_log import SessionLog, open_store
+from tui.settings import TuiSettings
 
 # The shape of vLLM's /metrics (v1 engine): names, labels, counters with _total, a histogram.
 VLLM_METRICS = """\
@@ -101,3 +103,13 @@ def test_server_settings_from_the_command_line_and_the_environment(monkeypatch, 
     for bad in ("127.0.0.1:8000", "http://127.0.0.1:8000/v1"):
         with pytest.raises(SettingsError, match="--server: .*without /v1"):
             parse_settings(["--server", bad])
+
+
+def test_the_session_database_never_holds_the_api_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+    settings = TuiSettings(server="http://127.0.0.1:8000", api_key="secret-key-1", data_dir=tmp_path, resume=False)
+    store, _ = open_store(settings)
+    log = SessionLog(store, settings)
+    saved = store.session(log.session_id).settings
+    assert saved["server"] == "http://127.0.0.1:8000" and "api_key" not in saved
+    assert b"secret-key-1" not in (tmp_path / "sessions.db").read_bytes()

@@ -20,12 +20,12 @@ def transport_error(url: str, exc: httpx.TransportError, *, mid_reply: bool = Fa
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if mid_reply:
         return ServerError(f"the server at {url} went away mid-reply ({what}). The partial reply is not kept in "
-                           "the conversation and your message is back in the composer: send it again once the status says connected",
-                           unreachable=True)
+                           "the conversation and your message is back in the composer: send it again once the "
+                           "header says connected", unreachable=True)
     if isinstance(exc, httpx.ConnectError):
         return ServerError(f"cannot reach the server at {url} ({what}). Is it running? Start it (e.g. "
                            "`blockpool serve`) or check --server; your message is back in the composer, send "
-                           "it again once the status says connected", unreachable=True)
+                           "it again once the header says connected", unreachable=True)
     return ServerError(f"the request to {url} failed ({what}); your message is back in the composer, send it "
                        "again", unreachable=True)
 
