@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from tests.reference import reference
 from tests.remote_harness import mlx_lm_server, start_serve, stop
-from tests.server_harness import free_port
+from tests.server_harness import free_port, leaked_blocks, wait_until
 from tests.test_tui_app import map_colours, send, wait_for
 from tui.app import BlockpoolApp
 from tui.remote.metrics_view import read_figures
@@ -104,6 +104,26 @@ async def test_chats_through_blockpool_serve_and_panels_show_its_pool(keyed_serv
         assert figures.prefix_hit_rate is not None and figures.running == 0 and figures.preemptions == 0
 
 
+async def test_escape_closes_the_stream_and_the_server_frees_the_blocks(keyed_server):
+    app = make_app(keyed_server.url, api_key=KEY, max_tokens=400)
+    async with app.run_test(size=(150, 44)) as pilot:
+        await wait_for(pilot, lambda: app.ready and app.server_status is not None
+                       and app.server_status.state == "connected")
+        (agent,) = app.roster
+        await send(pilot, "Tell me a long story about a ship.")
+        await wait_for(pilot, lambda: agent.status == "generating")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not agent.busy, timeout_s=30)
+        assert agent.status == "idle" and agent.conversation.turns[-1].content.strip()
+
+        def settled() -> dict | None:
+            pool = keyed_server.pool(Authorization=f"Bearer {KEY}")
+            running = [a for a in pool["agents"] if a["state"] == "running"]
+            return pool if not running and leaked_blocks(pool) == 0 else None
+
+        assert wait_until(settled, timeout_s=10), keyed_server.pool(Authorization=f"Bearer {KEY}")
+
+
 async def test_a_wrong_key_says_401_and_keeps_the_text(keyed_server):
     app = make_app(keyed_server.url, api_key="wrong")
     async with app.run_test(size=(150, 44)) as pilot:
@@ -151,6 +171,8 @@ async def test_server_killed_mid_reply_then_restarted(default_model):
             assert agent.conversation.turns == []
             await wait_for(pilot, lambda: app.server_status.state == "unreachable", timeout_s=30)
             assert "reconnecting" in app.sub_title
+            app.refresh_panels()
+            assert "pool shows again once it is back" in static_text(app.query_one(BlockMapPanel), ".summary")
 
             server = start_serve(port)
             await wait_for(pilot, lambda: app.server_status.state == "connected", timeout_s=60)

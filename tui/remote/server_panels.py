@@ -55,9 +55,15 @@ class ServerPanels(_AppBase):
     def _draw_panels(self) -> None:
         super()._draw_panels()  # type: ignore[misc]
         status = self.server_status
-        if status is None or status.has_pool:
+        if status is None:
             return
         screen = self.main_screen
+        if status.has_pool:
+            if status.state != "connected":  # the map would be stale: the pool comes back with the connection
+                screen.query_one(BlockMapPanel).show_note(Text(f"{status.text}\nthe server's pool shows again "
+                                                               "once it is back", style="yellow"))
+            return
+        screen.query_one(EnginePanel).border_title = "Server"
         figures = status.figures
         screen.query_one(BlockMapPanel).show_note(_pool_note(figures))
         screen.query_one(LatencyPanel).show_note(_latency_note(figures))
