@@ -164,7 +164,7 @@ class EngineThread(threading.Thread):
         self._by_job[job.job_id] = running
         self._by_uid[uid] = running
         self.metrics.on_started(len(job.prompt_ids))
-        running.send(Started(len(job.prompt_ids), claim.cached_tokens))
+        running.send(Started(len(job.prompt_ids), claim.cached_tokens, claim.agent_id))
 
     def _claim(self, job: Job) -> Claim:
         claim = self.table.claim(job.prompt_ids)

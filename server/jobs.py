@@ -17,6 +17,7 @@ from typing import Any, Literal
 class Started:
     prompt_tokens: int
     cached_tokens: int
+    agent_id: str | None = None  # the engine agent (conversation) running the request: its blocks' owner
 
 
 @dataclass(frozen=True, slots=True)

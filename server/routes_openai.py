@@ -26,6 +26,8 @@ from .state import ServeState, serve_state
 
 router = APIRouter()
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it
+# On streamed replies: the owner of the request's blocks in /v1/pool and /v1/events, so a client finds its own.
+CONVERSATION_HEADER = "X-Blockpool-Conversation"
 State = Annotated[ServeState, Depends(serve_state)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -84,4 +86,9 @@ async def _collect(stream: Stream, request: Request) -> Finished | None:
 def _sse(frames: Any, stream: Stream) -> StreamingResponse:
     # The background close also covers a client gone before the first frame (the frames never ran).
     return StreamingResponse(frames, media_type="text/event-stream", background=BackgroundTask(stream.close),
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_conversation(stream)})
+
+
+def _conversation(stream: Stream) -> dict[str, str]:
+    agent_id = stream.started.agent_id
+    return {CONVERSATION_HEADER: agent_id} if agent_id is not None else {}

@@ -68,7 +68,10 @@ async def send(pilot: Pilot, text: str) -> None:
     app: BlockpoolApp = pilot.app  # type: ignore[assignment]
     field = app.screen.query_one(Input) if app.screen.is_modal else app.pane(app.active_agent.agent_id).input
     await wait_for(pilot, lambda: app.focused is field)
-    field.insert_text_at_cursor(text)
+    if isinstance(field, Input):
+        field.insert_text_at_cursor(text)
+    else:  # the chat composer
+        field.insert(text)
     await pilot.press("enter")
 
 

@@ -46,7 +46,7 @@ def test_command_line_beats_environment_beats_config_file(isolated, monkeypatch)
 
 @pytest.mark.parametrize("argv", [
     ["--blocks", "0"], ["--kv-memory", "12 parsecs"], ["--max-tokens", "0"], ["--temperature", "-1"],
-    ["--agents", "99"],
+    ["--agents", "99"], ["--refresh", "0"],
 ])
 def test_bad_values_raise_a_clear_error(argv):
     with pytest.raises(SettingsError, match=argv[0]):

@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 
 from tui.app import BlockpoolApp
 from tui.scripted import ScriptedEngine
-from tui.screens import HelpScreen, TextPromptScreen
+from tui.screens import TextPromptScreen
 from tui.settings import TuiSettings
 
 pytestmark = pytest.mark.anyio
@@ -62,22 +62,6 @@ async def test_command_palette_runs_app_actions():
         await pilot.pause(0.5)  # the palette searches in the background
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(app.roster) == 3)
-
-
-async def test_question_mark_opens_help_only_from_an_empty_input():
-    app = scripted_app()
-    async with app.run_test(size=(140, 40)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
-        pane = app.pane(app.active_agent.agent_id)
-        pane.input.value = "why"
-        await pilot.press("question_mark")
-        assert pane.input.value == "why?" and not isinstance(app.screen, HelpScreen)
-        pane.input.value = ""
-        await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
-        assert pane.input.value == ""
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
 
 
 async def test_message_to_a_busy_agent_is_queued_then_sent():

@@ -170,3 +170,29 @@ def test_resume_and_new_are_exclusive_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_settings(["--resume", "--new"])
     assert exit_info.value.code == 2
+
+
+async def test_explicit_agents_open_beside_a_resumed_session_or_say_why_not(tmp_path, default_model):
+    def real_app(settings: TuiSettings) -> BlockpoolApp:
+        return BlockpoolApp(settings, loaded_model=default_model, store=SessionStore(tmp_path / "sessions.db"))
+
+    async def open_and_quit(settings: TuiSettings) -> tuple[list[str], list[str]]:
+        app = real_app(settings)
+        notes: list[str] = []
+        original = app.notify
+        app.notify = lambda message, **kwargs: (notes.append(message), original(message, **kwargs))[1]
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.ready, 120.0)
+            names = [a.name for a in app.roster]
+        return names, notes
+
+    names, _ = await open_and_quit(TuiSettings(agents=2, blocks=200))
+    assert names == ["agent 1", "agent 2"]
+    names, notes = await open_and_quit(parse_settings(["--agents", "4", "--blocks", "200"]))
+    assert names == ["agent 1", "agent 2", "agent 3", "agent 4"]
+    assert any("Resumed 2 saved agents and opened 2 more" in n for n in notes)
+    names, notes = await open_and_quit(TuiSettings(blocks=200))  # no --agents: the session's own four
+    assert len(names) == 4 and not notes
+    names, notes = await open_and_quit(parse_settings(["--agents", "1", "--blocks", "200"]))
+    assert len(names) == 4
+    assert any("the resumed session has 4 agents: all are kept" in n for n in notes)

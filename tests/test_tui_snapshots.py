@@ -8,15 +8,20 @@ Update the SVGs with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, TextArea
 
+import tui
+from telemetry import Gather, Recorder
 from tui.app import BlockpoolApp
-from tui.scripted import ScriptedEngine
+from tui.scripted import START_TS, ScriptedEngine
 from tui.settings import TuiSettings
+from tui.widgets import LatencyPanel
 
 SIZE = (140, 40)
 REPLIES = (
@@ -29,6 +34,10 @@ REPLIES = (
     "Sliding-window layers keep only their last 64 tokens, so they never need more than four "
     "blocks each, while global layers keep growing with the context.",
 )
+POEM_REPLIES = (
+    "Blocks in a pool,\nkeys in a row,\nvalues that wait\nfor the tokens to flow.\n\n- one line each\n- no run-ons",
+    "Short and sweet.",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -37,9 +46,9 @@ def no_user_config(monkeypatch):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", "/nonexistent/blockpool/config.toml")
 
 
-def scripted_app(*, total_blocks: int = 320, agents: int = 2) -> BlockpoolApp:
+def scripted_app(*, total_blocks: int = 320, agents: int = 2, replies: Sequence[str] = REPLIES) -> BlockpoolApp:
     def factory(progress, recorder):
-        return ScriptedEngine(replies=REPLIES, total_blocks=total_blocks, recorder=recorder)
+        return ScriptedEngine(replies=replies, total_blocks=total_blocks, recorder=recorder)
 
     settings = TuiSettings(model="scripted", agents=agents, max_tokens=64, system="You are concise.")
     app = BlockpoolApp(settings, engine_factory=factory)
@@ -62,6 +71,8 @@ async def settle(pilot: Pilot) -> None:
     await pilot.pause(0.3)  # the worker posts its final stats when it goes idle
     for field in app.query(Input):
         field.cursor_blink = False
+    for area in app.query(TextArea):
+        area.cursor_blink = False
     app.refresh_panels()
     await pilot.pause()
 
@@ -103,7 +114,7 @@ def test_two_agents_mid_conversation(snap_compare):
 def test_help_screen(snap_compare):
     async def run_before(pilot: Pilot) -> None:
         await settle(pilot)
-        await pilot.press("question_mark")
+        await pilot.press("f1")
 
     assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=run_before)
 
@@ -119,3 +130,40 @@ def test_error_notification_keeps_the_text(snap_compare):
         await settle(pilot)
 
     assert snap_compare(scripted_app(total_blocks=24, agents=1), terminal_size=SIZE, run_before=run_before)
+
+
+def test_reply_with_line_breaks_and_one_gather(snap_compare):
+    """A poem keeps its lines; the second turn's gather is the sparkline's single bar."""
+
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        await say(pilot, 0, "A poem about blocks, please.")
+        await say(pilot, 0, "Thanks!")
+
+    app = scripted_app(agents=1, replies=POEM_REPLIES)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+class LatencyHost(App[None]):
+    """The gather panel alone, fed a telemetry state with ``num_gathers`` fixed gathers."""
+
+    CSS_PATH = Path(tui.__file__).parent / "app.tcss"
+
+    def __init__(self, num_gathers: int) -> None:
+        super().__init__()
+        self.recorder = Recorder()
+        for i in range(num_gathers):
+            self.recorder.publish(Gather(agent_id="agent-1", num_blocks=30 + i, num_bytes=(30 + i) * 90_000,
+                                         ms=1.5 + (i * 7 % 11) * (0.6 if i < 30 else 6.0), num_tokens=256,
+                                         ts=START_TS + i))
+
+    def compose(self) -> ComposeResult:
+        yield LatencyPanel(id="latency")
+
+    def on_mount(self) -> None:
+        self.query_one(LatencyPanel).show(self.recorder.state())
+
+
+@pytest.mark.parametrize("num_gathers", [1, 40])
+def test_gather_sparkline(snap_compare, num_gathers):
+    assert snap_compare(LatencyHost(num_gathers), terminal_size=(44, 10))

@@ -18,6 +18,20 @@ AgentStatus = Literal["idle", "queued", "prefilling", "generating", "error"]
 PALETTE = ("#e5534b", "#57ab5a", "#539bf5", "#daaa3f", "#b083f0", "#39c5cf", "#f69d50", "#fc8dc7")
 
 
+@dataclass(frozen=True, slots=True)
+class TurnTokens:
+    """Live token counts of an agent's current (or last) turn; replaced, never changed, so rows compare."""
+
+    cached: int = 0  # context tokens the turn continues from
+    prompt: int = 0  # prompt tokens to read (known once the engine starts reading them)
+    prompt_done: int = 0
+    generated: int = 0
+
+    @property
+    def context(self) -> int:
+        return self.cached + self.prompt_done + self.generated
+
+
 @dataclass
 class Agent:
     agent_id: str  # the engine's id: never reused, even after a close
@@ -32,6 +46,7 @@ class Agent:
     prefill: tuple[int, int] | None = None
     in_flight: TurnPlan | None = None
     pending: deque[str] = field(default_factory=deque)
+    turn: TurnTokens | None = None
 
     @property
     def busy(self) -> bool:
@@ -96,8 +111,10 @@ class AgentRow:
     spilled: bool
     num_pending: int
     prefill: tuple[int, int] | None
+    turn: TurnTokens | None = None
 
     @classmethod
     def of(cls, agent: Agent) -> AgentRow:
+        context_tokens = agent.turn.context if agent.busy and agent.turn is not None else agent.context_tokens
         return cls(agent.agent_id, agent.name, agent.colour, agent.status, agent.error,
-                   agent.context_tokens, agent.num_blocks, agent.spilled, len(agent.pending), agent.prefill)
+                   context_tokens, agent.num_blocks, agent.spilled, len(agent.pending), agent.prefill, agent.turn)

@@ -1,44 +1,46 @@
 """blockpool-tui: several agent chats over one paged KV cache, with the pool drawn live.
 
 The engine runs on ``EngineWorker``'s thread; this app only sends it commands and
-handles the messages it posts (``EngineLink``). Panels redraw from app state on a
-timer, not per token.
+handles the messages it posts (``EngineLink``); its keys' actions are in ``AppActions``.
+Panels redraw from app state when the engine's (throttled) stats arrive, at most once
+per ``TuiSettings.refresh_s``: never per token, and with no timer of their own.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from rich.console import RenderableType
 from textual import on
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from engine import fastblas
 from engine.sessions import AgentRecord, SessionStore, SessionStoreError
 from telemetry import JsonlWriter, Recorder
-from tui.agents import Agent, AgentRow, Roster
+from tui.agents import Agent, Roster
+from tui.app_actions import AppActions
 from tui.chat import ChatTurn, Renderer
 from tui.cli import SettingsError, parse_settings
-from tui.commands import PALETTE, KeyRow, key_rows
 from tui.engine_factory import engine_factory as real_engine_factory
 from tui.engine_link import EngineLink
-from tui.messages import ENGINE_MESSAGES, AdoptContext, CancelTurn, CloseAgent, EngineStats
-from tui.screens import ConfirmScreen, HelpScreen, TextPromptScreen
+from tui.messages import ENGINE_MESSAGES, AdoptContext, CloseAgent, EngineStats
+from tui.panel_feed import PanelFeed
+from tui.remote.factory import remote_engine_factory
+from tui.remote.messages import ServerStatus
+from tui.remote.server_panels import ServerPanels
 from tui.session_log import SessionLog, kept_turns, open_store
-from tui.settings import TuiSettings, config_path
+from tui.settings import TuiSettings
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
 from tui.worker import EngineFactory, EngineWorker
 
-class BlockpoolApp(EngineLink, App[None]):
+class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AppActions, App[None]):
     """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load.
 
     With a ``store``, conversations are saved as they happen and the last session (see
@@ -55,13 +57,16 @@ class BlockpoolApp(EngineLink, App[None]):
         Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
         # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
         Binding("ctrl+e", "export", "Export", id="export", priority=True),
-        Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False),
-        Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False),
-        # Priority, to come before the input; ChatInput leaves "?" to it only while empty.
-        Binding("question_mark", "help", "Help", id="help", key_display="?", priority=True, show=False),
+        # Priority: the composer would take f6 as "select line".
+        Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False, priority=True),
+        Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False,
+                priority=True),
+        Binding("f3", "refresh_rate", "Refresh rate", id="refresh_rate", show=False),
         Binding("f1", "help", "Help", id="help_f1"),
+        # Not a priority: the composer types every "?", so this is only for focus elsewhere (the agent list).
+        Binding("question_mark", "help", "Help (focus outside the message)", id="help", key_display="?",
+                show=False),
     ]
-    PANEL_REFRESH_S = 0.25
     ENGINE_STOP_S = 15.0  # quitting waits this long at most for the engine to save contexts
 
     def __init__(
@@ -77,8 +82,11 @@ class BlockpoolApp(EngineLink, App[None]):
         warn = partial(self.notify, title="Conversation not saved", severity="error", timeout=10)
         self.sessions = SessionLog(store, self.settings, warn) if store is not None else None
         spill_dir = self.sessions.spill_dir if self.sessions is not None else None
+        if engine_factory is None and self.settings.server is not None:
+            engine_factory = remote_engine_factory(self.settings, self.post_message)
         self._factory = engine_factory or real_engine_factory(self.settings, loaded_model=loaded_model,
                                                               spill_dir=spill_dir)
+        self.server_status: ServerStatus | None = None  # with --server: the connection, from the remote engine
         self.roster = Roster()
         self.recorder = Recorder()
         self.worker: EngineWorker | None = None
@@ -91,6 +99,8 @@ class BlockpoolApp(EngineLink, App[None]):
         self._telemetry_writer: JsonlWriter | None = None
         self.engine_stop_s: float | None = None  # how long quitting waited for the engine thread
         self.startup_warnings: list[str] = []  # shown once the screen is up (e.g. a damaged database)
+        self._last_draw_s = 0.0
+        self._redraw_due = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,15 +128,29 @@ class BlockpoolApp(EngineLink, App[None]):
                 self.exit(return_code=2, message=f"blockpool-tui: error: {exc}")
                 return
         self.worker = EngineWorker(factory=self._factory, post=self.post_message, recorder=self.recorder)
+        self.set_refresh(self.settings.refresh_s)
         self.worker.start()
         saved = self.sessions.saved_agents() if self.sessions is not None else []
         for record in saved:
             await self.restore_agent(record)
-        for _ in range(0 if saved else self.settings.agents):
-            await self.open_agent(activate=False)
+        await self._open_start_agents(len(saved))
         if (first := next(iter(self.roster), None)) is not None:
             self.activate(first.agent_id)
-        self.set_interval(self.PANEL_REFRESH_S, self.refresh_panels)
+        self.refresh_panels()
+
+    async def _open_start_agents(self, num_resumed: int) -> None:
+        """``settings.agents`` at start; beside a resumed session's agents only when asked for explicitly."""
+        wanted = self.settings.agents
+        if num_resumed and "agents" not in self.settings.model_fields_set:
+            return  # a resumed session keeps the agents it had
+        for _ in range(max(wanted - num_resumed, 0)):
+            await self.open_agent(activate=False)
+        if num_resumed and wanted > num_resumed:
+            self.notify(f"Resumed {num_resumed} saved agents and opened {wanted - num_resumed} more "
+                        f"for agents = {wanted}.", title="Session resumed")
+        elif num_resumed and wanted < num_resumed:
+            self.notify(f"agents = {wanted}, but the resumed session has {num_resumed} agents: all are kept. "
+                        "Close one with F4, or start afresh with --new.", title="Session resumed", timeout=10)
 
     def on_unmount(self) -> None:
         if self.worker is not None:
@@ -158,23 +182,6 @@ class BlockpoolApp(EngineLink, App[None]):
     def pane(self, agent_id: str) -> ChatPane:
         return self.tabs.get_pane(agent_id).query_one(ChatPane)
 
-    def refresh_panels(self) -> None:
-        """Redraw the side panels from app state (on a timer, never per token)."""
-        try:
-            self._draw_panels()
-        except NoMatches:  # the timer fired while the app was shutting down: widgets are gone
-            pass
-
-    def _draw_panels(self) -> None:
-        active = self.active_agent
-        self.agent_list.show([AgentRow.of(a) for a in self.roster], active.agent_id if active else None)
-        names = {a.agent_id: a.name for a in self.roster}
-        snapshot = self.stats.pool if self.stats is not None else None
-        self.main_screen.query_one(BlockMapPanel).show(snapshot, names, self.roster.colours())
-        if self.stats is not None:
-            self.main_screen.query_one(LatencyPanel).show(self.stats.telemetry)
-            self.main_screen.query_one(EnginePanel).show(self.stats)
-
     # -- agents -------------------------------------------------------------------
 
     async def open_agent(self, name: str | None = None, *, activate: bool = True, system: str | None = None,
@@ -190,6 +197,7 @@ class BlockpoolApp(EngineLink, App[None]):
         await self.tabs.add_pane(TabPane(agent.name, pane, id=agent.agent_id))
         if activate:
             self.activate(agent.agent_id)
+        self.refresh_panels()
         return agent
 
     async def restore_agent(self, record: AgentRecord) -> None:
@@ -205,9 +213,13 @@ class BlockpoolApp(EngineLink, App[None]):
             self.worker.send(AdoptContext(agent.agent_id, tuple(record.context_tokens)))
 
     def activate(self, agent_id: str) -> None:
-        """Show an agent's chat and focus its input."""
+        """Show an agent's chat and focus its composer now, so the very next key typed goes to it."""
         self.tabs.active = agent_id
-        self.pane(agent_id).input.focus()
+        composer = self.pane(agent_id).input
+        # Not composer.focus(): it waits behind every key already queued, which would go to the old agent.
+        self.main_screen.set_focus(composer)
+        if self.focused is not composer:  # not focusable yet (being mounted): focus it when it can be
+            composer.focus()
 
     async def close_agent_now(self, agent: Agent) -> None:
         if self.worker is not None:
@@ -219,6 +231,7 @@ class BlockpoolApp(EngineLink, App[None]):
         await self.tabs.remove_pane(agent.agent_id)
         if (active := self.active_agent) is not None:
             self.activate(active.agent_id)
+        self.refresh_panels()
 
     # -- widgets' messages --------------------------------------------------------
 
@@ -231,105 +244,14 @@ class BlockpoolApp(EngineLink, App[None]):
         for pane in event.pane.query(ChatPane):
             pane.input.focus()
             await pane.catch_up()
-
-    # -- actions ------------------------------------------------------------------
+        self.refresh_panels()  # the highlighted agent
 
     def exit(self, result: None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
         """Stop the engine thread and drop what it still posts, then exit as usual."""
         if self.worker is not None:
             self.worker.request_stop()  # now: the shutdown below takes a while
-        self.disable_messages(*ENGINE_MESSAGES)
+        self.disable_messages(*ENGINE_MESSAGES, ServerStatus)
         super().exit(result, return_code, message)
-
-    async def action_new_agent(self) -> None:
-        await self.open_agent()
-
-    def action_rename_agent(self) -> None:
-        agent = self.active_agent
-        if agent is None:
-            return
-
-        def rename(name: str | None) -> None:
-            if name and self.roster.get(agent.agent_id) is agent:
-                agent.name = name.strip()
-                self.tabs.get_tab(agent.agent_id).label = agent.name
-                self.pane(agent.agent_id).rename(agent.name)
-                if self.sessions is not None:
-                    self.sessions.agent_renamed(agent.agent_id, agent.name)
-
-        self.push_screen(TextPromptScreen(title=f"Rename {agent.name}", value=agent.name), rename)
-
-    async def action_close_agent(self) -> None:
-        agent = self.active_agent
-        if agent is None:
-            return
-        if not agent.holds_conversation:
-            await self.close_agent_now(agent)
-            return
-
-        async def confirmed(yes: bool | None) -> None:
-            if yes and self.roster.get(agent.agent_id) is agent:
-                await self.close_agent_now(agent)
-
-        question = (f"Close {agent.name}? Its conversation ({agent.context_tokens:,} tokens in "
-                    f"{agent.num_blocks:,} blocks) is dropped and the blocks are freed.")
-        self.push_screen(ConfirmScreen(question=question, yes="Close"), confirmed)
-
-    def action_broadcast(self) -> None:
-        if not len(self.roster):
-            self.notify("No agents to broadcast to; press ctrl+n for one.", severity="warning")
-            return
-
-        async def broadcast(text: str | None) -> None:
-            for agent in self.roster if text else ():
-                await self.send(agent, text)
-
-        title = f"Broadcast one prompt to all {len(self.roster)} agents"
-        self.push_screen(TextPromptScreen(title=title, placeholder="prompt for every agent"), broadcast)
-
-    def action_cancel_reply(self) -> None:
-        agent = self.active_agent
-        if agent is not None and agent.busy and self.worker is not None:
-            self.worker.send(CancelTurn(agent.agent_id))
-
-    def action_export(self) -> None:
-        """Write the shown agent's conversation to ``<name>.md`` in the current folder."""
-        agent = self.active_agent
-        if agent is None or self.sessions is None:
-            self.notify("Nothing to export: no agent, or conversations are not being saved.", severity="warning")
-            return
-        try:
-            path = self.sessions.export(agent.agent_id, Path.cwd())
-        except (OSError, SessionStoreError) as exc:
-            self.notify(str(exc), title="Export failed", severity="error", timeout=10)
-            return
-        self.notify(f"Wrote {path}", title="Exported")
-
-    def action_next_agent(self) -> None:
-        self._cycle(+1)
-
-    def action_prev_agent(self) -> None:
-        self._cycle(-1)
-
-    def _cycle(self, step: int) -> None:
-        ids = [a.agent_id for a in self.roster]
-        if ids:
-            current = ids.index(self.tabs.active) if self.tabs.active in ids else 0
-            self.activate(ids[(current + step) % len(ids)])
-
-    def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            hint = f"Remap keys by binding id in the [keymap] table of {config_path()}"
-            self.push_screen(HelpScreen(rows=self.key_rows(), config_hint=hint))
-
-    def key_rows(self) -> list[KeyRow]:
-        """(keys, description, binding id) of every key, after the keymap."""
-        return key_rows(self.BINDINGS, self.settings.keymap)
-
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        for title, help_text, action in PALETTE:
-            yield SystemCommand(title, help_text, partial(self.run_action, action))
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: ``blockpool-tui [options]`` (see ``--help``)."""

@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from tui.settings import CONFIG_ENV, TuiSettings, config_path
 
 
+OPTION_NAMES = {"refresh_s": "--refresh"}  # settings whose option is not their name with dashes
+
+
 class SettingsError(ValueError):
     """Settings that cannot run; main() prints it and exits with status 2."""
 
@@ -35,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agents", metavar="N", type=int, help="agents open at start (default 2)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt of new agents")
     parser.add_argument("--temperature", metavar="T", type=float, help="sampling temperature, 0 = greedy (default 0)")
+    parser.add_argument("--refresh", metavar="S", type=float, dest="refresh_s",
+                        help="seconds between redraws of the side panels (default 0.25; F3 changes it live)")
     parser.add_argument("--telemetry-log", metavar="FILE", type=Path, help="append telemetry events (JSONL) to FILE")
     session = parser.add_mutually_exclusive_group()
     session.add_argument("--resume", action="store_const", const=True, dest="resume",
@@ -42,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--new", action="store_const", const=False, dest="resume", help="start a new session")
     parser.add_argument("--data-dir", metavar="DIR", type=Path,
                         help="folder of the session database and spill files (overrides BLOCKPOOL_DATA_DIR)")
+    remote = parser.add_argument_group("on a server (instead of the embedded engine)")
+    remote.add_argument("--server", metavar="URL",
+                        help="chat through this OpenAI-compatible server, e.g. http://127.0.0.1:8000 from "
+                             "`blockpool serve`, or vLLM, mlx_lm.server, llama.cpp's server; --model then names "
+                             "the served model (default: the server's)")
+    remote.add_argument("--api-key", metavar="KEY", help="the server's API key (or BLOCKPOOL_API_KEY)")
     parser.add_argument("--spill-budget", metavar="SIZE",
                         help="disk space for this session's saved KV caches, e.g. 2GiB (the default); "
                              "the least recently used go first")
@@ -69,6 +80,6 @@ def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "settings"
-        option = f"--{where.replace('_', '-')}" if where != "settings" else "settings"
+        option = OPTION_NAMES.get(where, f"--{where.replace('_', '-')}") if where != "settings" else "settings"
         lines.append(f"{option}: {error['msg']} (got {error.get('input')!r})")
     return "; ".join(lines)

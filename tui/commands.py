@@ -19,12 +19,14 @@ PALETTE = (
     ("Export", "Write the current agent's conversation to <name>.md", "export"),
     ("Next agent", "Show the next agent's chat", "next_agent"),
     ("Previous agent", "Show the previous agent's chat", "prev_agent"),
+    ("Refresh rate", "How often the side panels redraw (seconds)", "refresh_rate"),
     ("Keys", "List every key (help)", "help"),
 )
 
 # Keys handled by widgets or by Textual, not by the app's bindings.
 FIXED_KEYS: tuple[KeyRow, ...] = (
-    ("enter", "Send the message (queued while the agent is busy)", ""),
+    ("enter", "Send the message, every line of it (queued while the agent is busy)", ""),
+    ("ctrl+j / shift+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
     ("tab / shift+tab", "Move focus", ""),
     ("ctrl+p", "Command palette (every action)", ""),
     ("ctrl+q", "Quit", ""),

@@ -70,8 +70,7 @@ class EngineLink(_AppBase):
         """Send now if the agent is free, else queue visibly; blank text is ignored."""
         if not text.strip():
             return
-        pane = self.pane(agent.agent_id)
-        pane.clear_input()
+        pane = self.pane(agent.agent_id)  # the composer cleared itself when Enter was pressed
         if agent.busy or agent.pending or not self.ready:
             agent.pending.append(text)
             await pane.add_queued(text)

@@ -34,6 +34,8 @@ def plain_render(messages: list[dict[str, str]], add_generation_prompt: bool) ->
 
 
 def describe(engine: Any) -> str:
+    if isinstance(text := getattr(engine, "description", None), str):  # an engine elsewhere (a server) says itself
+        return text
     pool = engine.pool
     spec = pool.spec
     mib = pool.total_blocks * spec.bytes_per_block / 2**20

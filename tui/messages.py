@@ -78,11 +78,13 @@ class TokensGenerated(Message):
     """Everything one engine step produced, for all agents together.
 
     ``text`` maps an agent id to its new text; ``prefill`` maps an agent to
-    (prompt tokens processed, prompt tokens in all).
+    (prompt tokens processed, prompt tokens in all); ``num_tokens`` maps an agent
+    to the tokens it generated in the step (a token may add no text).
     """
 
     text: dict[str, str]
     prefill: dict[str, tuple[int, int]] = field(default_factory=dict)
+    num_tokens: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

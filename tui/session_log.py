@@ -60,7 +60,8 @@ class SessionLog:
             assert last is not None
             self.session_id = last.id
         else:
-            saved = settings.model_dump(mode="json", exclude={"keymap", "resume", "data_dir"})
+            # Never the server's API key: the database is a plain file.
+            saved = settings.model_dump(mode="json", exclude={"keymap", "resume", "data_dir", "api_key"})
             self.session_id = store.new_session(self.model, saved)
         self._record_ids: dict[str, int] = {}  # app agent id -> agents.id
         self._reply_ids: dict[str, int] = {}  # app agent id -> messages.id of its unfinished reply

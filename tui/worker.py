@@ -95,6 +95,7 @@ class EngineWorker(threading.Thread):
         self._eos_ids: frozenset[int] = frozenset()
         self._dirty = True
         self._last_stats_s = 0.0
+        self.stats_interval_s = self.STATS_INTERVAL_S  # the app's refresh setting; a float, safe to set from it
         self.finished_s: float | None = None  # time.monotonic() when the thread ended
 
     @property
@@ -252,11 +253,13 @@ class EngineWorker(threading.Thread):
 
     def _publish(self, out: Any) -> None:
         text: dict[str, str] = {}
+        num_tokens: dict[str, int] = {}
         for delta in out.deltas:
             text[delta.agent_id] = text.get(delta.agent_id, "") + delta.text
+            num_tokens[delta.agent_id] = num_tokens.get(delta.agent_id, 0) + 1
         prefill = {p.agent_id: (p.processed, p.total) for p in out.prefill}
         if out.deltas or prefill:
-            self._post(TokensGenerated(text, prefill))
+            self._post(TokensGenerated(text, prefill, num_tokens))
         for completion in out.completions:
             self._report(completion)
 
@@ -281,7 +284,7 @@ class EngineWorker(threading.Thread):
     def _post_stats(self, engine: Engine) -> None:
         now = time.monotonic()
         idle = not engine.has_work()
-        if not self._dirty or (not idle and now - self._last_stats_s < self.STATS_INTERVAL_S):
+        if not self._dirty or (not idle and now - self._last_stats_s < self.stats_interval_s):
             return
         self._dirty = False
         self._last_stats_s = now

@@ -9,6 +9,7 @@ from tui.widgets.chat_input import ChatInput
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.engine_panel import EnginePanel
+from tui.widgets.gather_sparkline import GatherSparkline
 from tui.widgets.latency_panel import LatencyPanel
 from tui.widgets.model_status import ModelStatus
 
@@ -20,6 +21,7 @@ __all__ = [
     "ChatMessage",
     "ChatPane",
     "EnginePanel",
+    "GatherSparkline",
     "LatencyPanel",
     "ModelStatus",
 ]

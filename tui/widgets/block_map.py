@@ -80,12 +80,20 @@ class BlockMap(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         self._relayout()
 
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
+        # The compositor reports a ScrollView's virtual size as its viewport; ours (set in _relayout) is taller.
+        # Compared as given, the two differ on every layout of the screen and the scrollbar is redrawn each time
+        # (several times a second while replies stream, ~7 ms each): compare ours instead.
+        return super()._size_updated(size, self.virtual_size, container_size, layout)
+
     def _relayout(self) -> None:
         self._strips.clear()
         cells_width = max(self.scrollable_content_region.width - LABEL_WIDTH, 1)
         self.blocks_per_cell = max(1, -(-self._slots // cells_width))
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self._rows))
-        self.refresh()
+        virtual_size = Size(self.scrollable_content_region.width, len(self._rows))
+        if virtual_size != self.virtual_size:
+            self.virtual_size = virtual_size
+        self.refresh(self.size.region)  # the cells only: redrawing the scrollbar too cost more than the map
 
     def render_line(self, y: int) -> Strip:
         _, scroll_y = self.scroll_offset

@@ -40,6 +40,13 @@ class BlockMapPanel(Vertical):
         _update(self.query_one(".legend", Static), _legend(snapshot, names, colours))
 
 
+    def show_note(self, text: Text) -> None:
+        """No map to draw (a server that exposes none): ``text`` says so, and what is known instead."""
+        self.query_one(BlockMap).show(None, {})
+        _update(self.query_one(".summary", Static), text)
+        _update(self.query_one(".legend", Static), Text())
+
+
 def _update(static: Static, text: Text) -> None:
     """Skip unchanged text; lay out again only when the number of lines changes."""
     old = static.content

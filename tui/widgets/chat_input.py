@@ -1,14 +1,108 @@
-"""The message input of a chat: an Input that lets "?" open help while it is empty."""
+"""The composer of a chat: a multi-line text area where Enter sends and ctrl+j adds a line.
+
+Every printable key is the composer's, "?" included: help is F1 (or "?" when the
+focus is elsewhere), so no character typed into a message can ever open a screen,
+however far the app lags behind the keyboard.
+
+Keys typed faster than the app draws are gathered and inserted together: each key
+only appends to a buffer, and one insert per burst edits and re-wraps the text. A
+terminal without bracketed paste sends a 30,000-character paste as 30,000 keys;
+they land in a few dozen inserts instead of 30,000. Editing keys (backspace, arrows,
+ctrl+j) run in the composer itself, in order with the characters around them.
+"""
 
 from __future__ import annotations
 
-from textual.widgets import Input
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.strip import Strip
+from textual.widgets import TextArea
 
 
-class ChatInput(Input):
-    """Types "?" like any character once there is text; while empty, "?" reaches the app's help key."""
+class ChatInput(TextArea):
+    """Enter posts ``ChatInput.Submitted`` and empties the composer; ctrl+j / shift+enter add a line;
+    a paste keeps every line."""
 
-    def check_consume_key(self, key: str, character: str | None) -> bool:
-        if character == "?" and not self.value:
-            return False
-        return super().check_consume_key(key, character)
+    BINDINGS = [
+        Binding("ctrl+j,shift+enter", "new_line", "New line", id="new_line", show=False),
+    ]
+
+    class Submitted(Message):
+        """Enter was pressed; ``value`` is the whole text, every line of it."""
+
+        def __init__(self, composer: ChatInput, value: str) -> None:
+            super().__init__()
+            self.composer = composer
+            self.value = value
+
+        @property
+        def control(self) -> ChatInput:
+            return self.composer
+
+    def __init__(self, *, placeholder: str = "", classes: str | None = None, id: str | None = None) -> None:
+        super().__init__(soft_wrap=True, tab_behavior="focus", show_line_numbers=False, highlight_cursor_line=False,
+                         placeholder=placeholder, classes=classes, id=id)
+        self._typed: list[str] = []  # keys received but not yet inserted
+
+    @property
+    def value(self) -> str:
+        """The whole text, including keys received but not inserted yet."""
+        self.flush_typed()
+        return self.text
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self._typed.clear()
+        self.load_text(text)
+        self.move_cursor(self.document.end)
+
+    def flush_typed(self) -> None:
+        """Insert the keys gathered since the last insert, in one edit."""
+        if self._typed:
+            text, self._typed = "".join(self._typed), []
+            self.replace(text, *self.selection, maintain_selection_offset=False)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.read_only:
+            return
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            # Cleared here, not when the app gets the message: keys already queued belong to the next one.
+            value, self.value = self.value, ""
+            self.post_message(self.Submitted(self, value))
+            return
+        if event.is_printable:
+            event.stop()
+            event.prevent_default()
+            if not self._typed:
+                self.call_later(self.flush_typed)  # runs after the keys already queued here
+            self._typed.append(event.character or "")
+            return
+        self.flush_typed()  # editing and cursor keys act on everything typed before them
+        bindings = self._bindings.key_to_bindings.get(event.key, ())  # the composer's own, after the keymap
+        if bindings:
+            # Run here, not when the key bubbles up to the app's binding check: the keys queued behind it
+            # (a burst: "ab", backspace, "c") must not overtake it.
+            event.stop()
+            event.prevent_default()
+            await self.run_action(bindings[0].action)
+        # Other keys go on to the app's bindings.
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        # Handled here alone: stopped, and TextArea's handler skipped, or the text would go in twice.
+        event.stop()
+        event.prevent_default()
+        if not self.read_only:
+            self.flush_typed()
+            self.replace(event.text, *self.selection, maintain_selection_offset=False)
+
+    def render_line(self, y: int) -> Strip:
+        if self.content_size.width <= 0:  # squeezed out by a tiny terminal: TextArea cannot wrap the placeholder
+            return Strip.blank(self.size.width, self.rich_style)
+        return super().render_line(y)
+
+    def action_new_line(self) -> None:
+        self.flush_typed()
+        self.replace("\n", *self.selection, maintain_selection_offset=False)

@@ -1,4 +1,8 @@
-"""One message of a chat: the user's text, a (streaming) reply, or an error."""
+"""One message of a chat: the user's text, a (streaming) reply, or an error.
+
+Replies are Markdown read as chat apps read it (``ChatMarkdown``): a newline is a line
+break, while code blocks, lists and tables render as usual.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,27 @@ from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from tui.widgets.chat_markdown import ChatMarkdown
+
 Role = Literal["user", "assistant", "error"]
 
 
 class ChatMessage(Vertical):
     """A header line plus the text; replies are Markdown streamed as tokens arrive."""
 
-    def __init__(self, *, role: Role, author: str, colour: str, text: str = "") -> None:
+    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "") -> None:
         super().__init__(classes=role)
         self.role = role
         self.author = author
         self.colour = colour
         self.text = text
+        self.note = note
         self._rendered = len(text)  # how much of text the Markdown widget has been given
         self._stream: MarkdownStream | None = None
-        self._header_line = Static(self._header(), classes="header")
-        self._markdown = Markdown(self.text, classes="body") if role == "assistant" else None
+        self._final_pending = False  # finished off screen: the full render waits for catch_up
+        self._header_line = Static(self._header(note), classes="header")
+        is_reply = role == "assistant"
+        self._markdown = ChatMarkdown(self.text, classes="body") if is_reply else None
 
     def compose(self) -> ComposeResult:
         yield self._header_line
@@ -42,6 +51,7 @@ class ChatMessage(Vertical):
         return header
 
     def set_note(self, note: str) -> None:
+        self.note = note
         # Guarded like every later update: the app may be quitting while a reply ends.
         if self._header_line.is_attached:
             self._header_line.update(self._header(note), layout=False)  # always one line
@@ -53,22 +63,37 @@ class ChatMessage(Vertical):
             await self.catch_up()
 
     async def catch_up(self) -> None:
-        """Stream whatever text is not drawn yet (Markdown.get_stream batches fast writes)."""
+        """Draw what is not drawn yet: stream new text (Markdown.get_stream batches fast writes),
+        or render a reply that finished off screen."""
+        if self._markdown is None or not self._markdown.is_attached:
+            return
+        if self._final_pending:
+            self._final_pending = False
+            await self._markdown.update(self.text or "*(no text)*")
+            return
         new = self.text[self._rendered :]
-        if not new or self._markdown is None or not self._markdown.is_attached:
+        if not new:
             return
         if self._stream is None:
             self._stream = Markdown.get_stream(self._markdown)
         self._rendered = len(self.text)
         await self._stream.write(new)
 
-    async def finish(self, text: str, note: str = "") -> None:
-        """Stop streaming and render the whole reply once, cleanly re-parsed."""
+    async def finish(self, text: str, note: str = "", *, render: bool = True) -> None:
+        """Stop streaming and render the whole reply once, cleanly re-parsed; ``render=False``
+        (a chat not on screen) leaves that to ``catch_up``, so eight replies ending together
+        do not re-parse eight chats while the keyboard waits."""
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
         self.text = text
         self._rendered = len(text)
-        if self._markdown is not None and self._markdown.is_attached:
-            await self._markdown.update(text or "*(no text)*")
+        self._final_pending = True
+        if render:
+            await self.catch_up()
         self.set_note(note)
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the reply on screen is its final rendering (or it is not a reply)."""
+        return not self._final_pending

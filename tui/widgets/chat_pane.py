@@ -1,26 +1,59 @@
-"""One agent's chat: the messages, the queue of messages waiting to be sent, an input."""
+"""One agent's chat: the messages, the queue of messages waiting to be sent, a composer.
+
+Only the latest ``MAX_MOUNTED`` messages are widgets: older ones are kept as plain
+data behind a line at the top that mounts them again when clicked, so a
+200-message conversation lays out, scrolls and types as fast as a short one.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from tui.widgets.chat_input import ChatInput
-from tui.widgets.chat_message import ChatMessage
+from tui.widgets.chat_message import ChatMessage, Role
 
 if TYPE_CHECKING:
     from engine.sessions import Message as SavedMessage
 
 
+@dataclass(frozen=True, slots=True)
+class Unmounted:
+    """A message scrolled out of the mounted window: enough to draw it again."""
+
+    role: Role
+    author: str
+    text: str
+    note: str
+
+
+class EarlierMessages(Static):
+    """"N earlier messages — click to show more"; posts ``Pressed`` when clicked."""
+
+    class Pressed(Message):
+        pass
+
+    def show(self, count: int) -> None:
+        self.display = count > 0
+        self.update(f"▲ {count:,} earlier message{'' if count == 1 else 's'} · click to show more")
+
+    def on_click(self) -> None:
+        self.post_message(self.Pressed())
+
+
 class ChatPane(Vertical):
     """Shows a conversation; posts ``ChatPane.Sent`` when the user presses Enter."""
+
+    MAX_MOUNTED = 50
+    SHOW_MORE = 40
 
     class Sent(Message):
         """The user submitted ``text`` (maybe blank: the app decides)."""
@@ -35,23 +68,28 @@ class ChatPane(Vertical):
         self.agent_id = agent_id
         self.agent_name = name
         self.colour = colour
+        self.max_mounted = self.MAX_MOUNTED
         self._reply: ChatMessage | None = None
         self._queued: deque[Static] = deque()
+        self._unmounted: list[Unmounted] = []  # oldest first
+        self._undrawn: list[ChatMessage] = []  # replies that finished off screen
 
     def compose(self) -> ComposeResult:
-        yield VerticalScroll(classes="messages")
+        with VerticalScroll(classes="messages"):
+            yield EarlierMessages("", classes="earlier")
         yield Vertical(classes="queue")
         yield ChatInput(placeholder=self._placeholder(), classes="prompt")
 
     def on_mount(self) -> None:
         # Anchored: stays at the bottom as replies grow, until the user scrolls up.
         self.query_one(".messages", VerticalScroll).anchor()
+        self._earlier.show(0)
 
     def _placeholder(self) -> str:
-        return f"Message {self.agent_name} (Enter sends, Esc cancels the reply)"
+        return f"Message {self.agent_name} (Enter sends, ctrl+j new line, Esc cancels the reply, F1 help)"
 
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(ChatInput.Submitted)
+    def _submitted(self, event: ChatInput.Submitted) -> None:
         event.stop()
         self.post_message(self.Sent(self.agent_id, event.value))
 
@@ -61,14 +99,10 @@ class ChatPane(Vertical):
     def input(self) -> ChatInput:
         return self.query_one(".prompt", ChatInput)
 
-    def clear_input(self) -> None:
-        self.input.value = ""
-
     def restore_input(self, text: str) -> None:
         """Put unsent text back; anything typed since stays after it."""
         current = self.input.value
         self.input.value = f"{text} {current}" if current else text
-        self.input.cursor_position = len(self.input.value)
 
     def rename(self, name: str) -> None:
         self.agent_name = name
@@ -76,16 +110,52 @@ class ChatPane(Vertical):
 
     # -- messages ----------------------------------------------------------------
 
-    async def add_user(self, text: str) -> ChatMessage:
-        message = ChatMessage(role="user", author="you", colour=self.colour, text=text)
-        await self.query_one(".messages").mount(message)
+    @property
+    def _messages(self) -> VerticalScroll:
+        return self.query_one(".messages", VerticalScroll)
+
+    @property
+    def _earlier(self) -> EarlierMessages:
+        return self.query_one(".earlier", EarlierMessages)
+
+    @property
+    def num_messages(self) -> int:
+        """Messages in the chat, mounted or not."""
+        return len(self._unmounted) + len(self._messages.query_children(ChatMessage))
+
+    async def _mount(self, message: ChatMessage) -> ChatMessage:
+        await self._messages.mount(message)
+        await self._trim()
         return message
+
+    async def _trim(self) -> None:
+        """Unmount the oldest messages past ``max_mounted`` (never the reply being streamed)."""
+        mounted = list(self._messages.query_children(ChatMessage))
+        excess = [m for m in mounted[: max(len(mounted) - self.max_mounted, 0)] if m is not self._reply]
+        if not excess:
+            return
+        self._unmounted += [Unmounted(m.role, m.author, m.text, m.note) for m in excess]
+        await self._messages.remove_children(excess)
+        self._earlier.show(len(self._unmounted))
+
+    @on(EarlierMessages.Pressed)
+    async def show_earlier(self) -> None:
+        """Mount up to ``SHOW_MORE`` of the unmounted messages above the others."""
+        count = min(self.SHOW_MORE, len(self._unmounted))
+        if not count:
+            return
+        batch, self._unmounted = self._unmounted[-count:], self._unmounted[:-count]
+        self.max_mounted += count
+        await self._messages.mount_all([self._widget(m) for m in batch], after=self._earlier)
+        self._earlier.show(len(self._unmounted))
+
+    async def add_user(self, text: str) -> ChatMessage:
+        return await self._mount(ChatMessage(role="user", author="you", colour=self.colour, text=text))
 
     async def begin_reply(self) -> None:
         """A placeholder for the coming reply, so later messages land below it."""
-        self._reply = ChatMessage(role="assistant", author=self.agent_name, colour=self.colour)
-        await self.query_one(".messages").mount(self._reply)
-        self._reply.set_note("queued")
+        self._reply = ChatMessage(role="assistant", author=self.agent_name, colour=self.colour, note="queued")
+        await self._mount(self._reply)
 
     @property
     def reply_text(self) -> str | None:
@@ -101,13 +171,24 @@ class ChatPane(Vertical):
         if self._reply is not None:
             await self._reply.write(text, render=on_screen)
 
+    @property
+    def shown(self) -> bool:
+        """Whether this chat is the tab on screen."""
+        return all(node.display for node in self.ancestors_with_self)
+
     async def catch_up(self) -> None:
-        if self._reply is not None:
-            await self._reply.catch_up()
+        """Draw what arrived while the chat was not on screen."""
+        for message in [*self._undrawn, self._reply]:
+            if message is not None:
+                await message.catch_up()
+        self._undrawn.clear()
 
     async def finish_reply(self, text: str, note: str) -> None:
         if self._reply is not None:
-            await self._reply.finish(text, note)
+            shown = self.shown
+            await self._reply.finish(text, note, render=shown)
+            if not shown:
+                self._undrawn.append(self._reply)
             self._reply = None
 
     async def drop_turn(self, user_message: ChatMessage | None) -> None:
@@ -118,22 +199,32 @@ class ChatPane(Vertical):
         self._reply = None
 
     async def show_saved(self, messages: Sequence[SavedMessage]) -> None:
-        """Draw a restored transcript; replies that did not complete are marked with their status."""
-        for message in messages:
-            if message.role == "user":
-                await self.add_user(message.content)
-            elif message.status == "error":
-                await self.add_error(message.finish_reason or "the reply failed")
-            else:
-                await self.begin_reply()
-                await self.finish_reply(message.content, "" if message.status == "complete" else message.status)
+        """Draw a restored transcript; replies that did not complete are marked with their status.
+
+        Only the latest ``max_mounted`` become widgets, mounted together.
+        """
+        shown = [self._saved(message) for message in messages]
+        self._unmounted += shown[: max(len(shown) - self.max_mounted, 0)]
+        await self._messages.mount_all(self._widget(m) for m in shown[len(self._unmounted) :])
+        self._earlier.show(len(self._unmounted))
+
+    def _widget(self, message: Unmounted) -> ChatMessage:
+        return ChatMessage(role=message.role, author=message.author, colour=self.colour, text=message.text,
+                           note=message.note)
+
+    def _saved(self, message: SavedMessage) -> Unmounted:
+        if message.role == "user":
+            return Unmounted("user", "you", message.content, "")
+        if message.status == "error":
+            return Unmounted("error", "error", message.finish_reason or "the reply failed", "")
+        note = "" if message.status == "complete" else message.status
+        return Unmounted("assistant", self.agent_name, message.content, note)
 
     async def add_error(self, error: str) -> None:
         if self._reply is not None and not self._reply.text:
             await self._reply.remove()
         self._reply = None
-        message = ChatMessage(role="error", author="error", colour=self.colour, text=error)
-        await self.query_one(".messages").mount(message)
+        await self._mount(ChatMessage(role="error", author="error", colour=self.colour, text=error))
 
     # -- queued messages ---------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
@@ -20,12 +19,14 @@ class EnginePanel(Static):
         self._rows: Rows = ()
 
     def show(self, stats: EngineStats | None) -> None:
-        if stats is None:
-            return
-        rows = _rows(stats)
+        if stats is not None:
+            self.show_rows(_rows(stats))
+
+    def show_rows(self, rows: Rows) -> None:
+        """(label, value) rows of another source (a server's metrics)."""
         if rows != self._rows:
             # The row count never changes after the first draw, so no layout pass is needed.
-            self.update(_table(rows), layout=len(rows) != len(self._rows))
+            self.update(_table(rows, self.content_size.width), layout=len(rows) != len(self._rows))
             self._rows = rows
 
 
@@ -45,10 +46,13 @@ def _rows(stats: EngineStats) -> Rows:
     )
 
 
-def _table(rows: Rows) -> Table:
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="dim")
-    table.add_column(justify="right")
-    for label, value in rows:
-        table.add_row(label, value)
-    return table
+def _table(rows: Rows, width: int) -> Text:
+    """Labels left, values right-aligned to ``width``: a Text, several times cheaper to draw than a Rich table."""
+    width = max([width, *(len(label) + 1 + len(value) for label, value in rows)])
+    text = Text()
+    for index, (label, value) in enumerate(rows):
+        text.append(label, style="dim")
+        text.append(value.rjust(width - len(label)))
+        if index < len(rows) - 1:
+            text.append("\n")
+    return text

@@ -1,13 +1,14 @@
-"""Gather latency: a sparkline of recent gathers plus percentiles and the last gather's size."""
+"""Gather latency: a sparkline of recent gathers (with now / average / peak), percentiles, the last gather's size."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from telemetry import TelemetryState
+from tui.widgets.gather_sparkline import GatherSparkline
 
 MIB = 2**20
 
@@ -21,7 +22,7 @@ class LatencyPanel(Vertical):
         self._shown: tuple[int, object] = (0, None)  # (gathers, last gather) drawn
 
     def compose(self) -> ComposeResult:
-        yield Sparkline([], classes="spark")
+        yield GatherSparkline(classes="spark")
         yield Static(_stats_text(TelemetryState()), classes="stats")
 
     def show(self, state: TelemetryState) -> None:
@@ -30,8 +31,15 @@ class LatencyPanel(Vertical):
         if shown == self._shown:
             return
         self._shown = shown
-        self.query_one(Sparkline).data = list(state.gather_ms[-60:])
+        self.query_one(GatherSparkline).show(state.gather_ms)
         self.query_one(".stats", Static).update(_stats_text(state), layout=False)  # always three lines
+
+
+    def show_note(self, text: Text) -> None:
+        """No gathers to show (a server that exposes none): ``text`` says so."""
+        self._shown = (-1, None)  # a later show() draws again
+        self.query_one(GatherSparkline).show(())
+        self.query_one(".stats", Static).update(text)
 
 
 def _ms(value: float | None) -> str:
