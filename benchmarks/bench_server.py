@@ -30,8 +30,7 @@ import openai
 
 from common import base_parser, print_table, ratio, save
 from engine.experiments.report import fmt
-from engine.loading.gguf_convert import ensure_converted
-from engine.loading.loader import default_dtype, embedded_gguf_path
+from engine.loading.loader import embedded_model_dir
 
 TTFT_GOAL = 1.5
 TOKS_GOAL = 1.0
@@ -175,7 +174,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.clients, args.turns, args.notes = 4, 3, 15
-    model_dir = str(ensure_converted(embedded_gguf_path(), default_dtype()))
+    model_dir = str(embedded_model_dir())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "BLOCKPOOL_CONFIG": str(Path(tempfile.gettempdir()) / "blockpool-bench-no-config.toml")}
     fast = [sys.executable, "-m", "engine.fastblas"]  # OpenBLAS for both servers

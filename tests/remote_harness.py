@@ -41,10 +41,9 @@ def stop(server: ServerProcess) -> None:
 @contextmanager
 def mlx_lm_server(port: int) -> Iterator[ServerProcess]:
     """``mlx_lm.server`` on the embedded model's converted folder (the one blockpool loads), offline."""
-    from engine.gguf_convert import ensure_converted
-    from engine.loader import default_dtype, embedded_gguf_path
+    from engine.loading.loader import embedded_model_dir
 
-    model_dir = ensure_converted(embedded_gguf_path(), default_dtype())
+    model_dir = embedded_model_dir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = Path(tempfile.mkstemp(prefix="mlx-lm-server-", suffix=".log")[1])
     command = [sys.executable, "-m", "engine.fastblas", sys.executable, "-m", "mlx_lm", "server", "--model",

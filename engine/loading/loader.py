@@ -104,6 +104,11 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def embedded_model_dir() -> Path:
+    """The embedded model converted to an mlx-lm folder (what ``load_model()`` loads): for tools such as mlx_lm.server."""
+    return ensure_converted(embedded_gguf_path(), default_dtype())
+
+
 def assembled_gemma_path(progress: Progress = print_progress) -> Path:
     """Join the Gemma 3 270M chunk packages into one GGUF in the cache, once."""
     if gemma_package is None:
