@@ -184,12 +184,13 @@ class ChatPane(Vertical):
         self._undrawn.clear()
 
     async def finish_reply(self, text: str, note: str) -> None:
-        if self._reply is not None:
+        # Taken out before the await: the next turn's begin_reply may run meanwhile and set its own.
+        reply, self._reply = self._reply, None
+        if reply is not None:
             shown = self.shown
-            await self._reply.finish(text, note, render=shown)
+            await reply.finish(text, note, render=shown)
             if not shown:
-                self._undrawn.append(self._reply)
-            self._reply = None
+                self._undrawn.append(reply)
 
     async def drop_turn(self, user_message: ChatMessage | None) -> None:
         """Remove a turn the engine refused: its user message and reply placeholder."""
