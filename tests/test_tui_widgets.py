@@ -6,6 +6,8 @@ the data the app would.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from textual import events
 from textual.app import App, ComposeResult
@@ -82,6 +84,22 @@ async def test_a_long_chat_keeps_only_the_latest_messages_mounted():
         mounted = list(pane.query(ChatMessage))
         assert len(mounted) == ChatPane.MAX_MOUNTED + ChatPane.SHOW_MORE and pane.num_messages == 200
         assert mounted[0].text == "question 55" and "110 earlier" in str(earlier.render())
+
+
+async def test_a_next_reply_begun_while_the_last_one_finishes_keeps_its_placeholder():
+    pane = ChatPane(agent_id="agent-1", name="agent 1", colour="#e5534b")
+    async with Host(pane).run_test(size=(100, 40)) as pilot:
+        await pane.add_user("first")
+        await pane.begin_reply()
+        await pane.append_reply("one")
+        # The app's message handlers interleave at awaits: the next turn's placeholder can be begun
+        # while the finished reply is still being drawn.
+        await asyncio.gather(pane.finish_reply("one", "1 tok"), pane.begin_reply())
+        await pilot.pause()
+        assert pane.reply_text == ""  # the new placeholder is still the pane's reply
+        pane.reply_status("generating")
+        await pane.append_reply("two")
+        assert [m.text for m in pane.query(ChatMessage)] == ["first", "one", "two"]
 
 
 def test_sparkline_scale_is_honest():
