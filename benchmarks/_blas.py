@@ -1,6 +1,8 @@
-"""Import first: re-executes the benchmark script with OpenBLAS preloaded, before MLX loads.
+"""Import first: puts the benchmark on the chosen fast BLAS before MLX loads.
 
-A no-op under ``python -m engine.fastblas`` (``make bench``) or with BLOCKPOOL_FAST_BLAS=0.
+``from engine import fastblas`` loads it in-process (probed, see engine/blas/); a BLAS
+that ``make bench`` preloaded and that differs from this process's choice means a restart.
+BLOCKPOOL_FAST_BLAS=0 opts out.
 """
 
 from engine import fastblas

@@ -1,13 +1,18 @@
 """Model loading and the block-pool batch engine.
 
-Attributes load lazily (PEP 562) so that light entry points, such as the OpenBLAS
-re-exec in ``engine.fastblas``, run before MLX is imported.
+Attributes load lazily (PEP 562) so that nothing here imports MLX; importing the package
+first loads the fast BLAS that MLX's CPU backend should use (``engine.blas``).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
+
+from engine.blas.process import load_in_process as _load_fast_blas
+
+# Before anything imports MLX: its CPU backend binds its BLAS when libmlx.so loads.
+_load_fast_blas()
 
 _EXPORTS = {
     "BlockPoolBatchEngine": "engine.batch_engine",

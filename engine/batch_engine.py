@@ -8,12 +8,12 @@ pool blocks across turns, block accounting, cancellation, and telemetry.
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,18 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 from telemetry import NullRecorder, Recorder
-from telemetry.events import (
-    BlocksAllocated,
-    BlocksFreed,
-    EngineStep,
-    Gather,
-    PoolSnapshotEvent,
-    RequestFinished,
-    RequestSubmitted,
-    Scatter,
-)
+from telemetry.events import EngineStep, Gather, RequestSubmitted, Scatter
 
 from .block_writer import BlockWriter
 from .kv_store import KVBlockStore, LayerCache
+from .owner import Owner, copy_of
+from .prompts import check_cache, check_fits, encode_prompt
+from .reporting import publish_pool_change, report_completion
 from .requests import Completion, FinishReason, PrefillProgress, Request, StepOutput, TokenDelta
 from .residency import Residency
-from .spill import SpillStore, model_key
+from .spill import SpillStore, SpillUsage, model_key
+from .spill_folders import new_temp_folder, remove_folder, sweep_partial_files, sweep_stale_temp_folders
+from .stop_trim import split_at_stop, tokens_of_reply
 
 DEFAULT_PREFILL_STEP = 512
 _BLOCKED = object()  # _start's answer when the pool has no room for a request yet
@@ -58,8 +54,15 @@ class BlockPoolBatchEngine:
         prefill_step_size: prompt tokens processed per step, so a long prompt
             does not stall other agents' decoding.
         recorder: where telemetry events go (none by default).
-        spill_dir: where idle agents' contexts are spilled under pool pressure
-            (default: a folder in the system's temp directory).
+        spill_dir: where idle agents' contexts are spilled under pool pressure and saved
+            by ``close()`` (default: a private folder in the temp directory, removed by
+            ``close()``; nothing is saved there).
+        spill_budget_bytes: the most the spill folder's files may hold (None: no limit);
+            least recently written files go first.
+
+    One thread steps the engine and owns its state (see ``engine.owner``); ``submit``,
+    ``cancel``, ``close_agent`` and ``adopt`` are safe from any thread. ``close()``
+    (or leaving a ``with`` block) saves resident contexts and releases the engine.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class BlockPoolBatchEngine:
         prefill_step_size: int = DEFAULT_PREFILL_STEP,
         recorder: Recorder | None = None,
         spill_dir: str | Path | None = None,
+        spill_budget_bytes: int | None = None,
     ) -> None:
         if spec != pool.spec:
             raise ValueError(f"spec {spec!r} does not match the pool's spec {pool.spec!r}")
@@ -91,9 +95,10 @@ class BlockPoolBatchEngine:
         self.prefill_step_size = prefill_step_size
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         if self.recorder.enabled:
-            pool.set_observer(self._on_pool_change)
+            pool.set_observer(partial(publish_pool_change, self.recorder))
         self._store = KVBlockStore(spec, pool.total_blocks)
         self._writer = BlockWriter(pool, self._store)
+        self._previous_cache_limit: int | None = None
         if mx.default_device().type == mx.DeviceType.cpu:
             # A gather's buffers must come back from MLX's allocator cache: below the size
             # of a gather, fresh pages cost 2.8x (16K) to 5x (32K) the copy itself (EXP-006).
@@ -101,12 +106,20 @@ class BlockPoolBatchEngine:
             previous = mx.set_cache_limit(limit)
             if previous > limit:
                 mx.set_cache_limit(previous)
-        spill_folder = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir()) / (
-            f"blockpool-spill-{os.getpid()}-{id(self):x}"
-        )
+            else:
+                self._previous_cache_limit = previous
+        sweep_stale_temp_folders()
+        self._temp_spill = spill_dir is None
+        spill_folder = new_temp_folder() if spill_dir is None else Path(spill_dir)
+        sweep_partial_files(spill_folder)
+        # Removed even when close() is never called: on collection or at exit.
+        self._remove_temp = weakref.finalize(self, remove_folder, spill_folder) if self._temp_spill else None
         key = model_key(model) if model is not None else ""
-        self._residency = Residency(pool, self._store, self._writer, SpillStore(spill_folder, spec, key), self.recorder)
+        spill = SpillStore(spill_folder, spec, key, spill_budget_bytes)
+        self._residency = Residency(pool, self._store, self._writer, spill, self.recorder)
         self._gen = self._new_generator() if model is not None else None
+        self._owner = Owner()
+        self._closed_engine = False
 
         self._lock = threading.Lock()  # guards the inbox and the sets below
         self._step_lock = threading.Lock()  # held by whoever is stepping
@@ -114,6 +127,7 @@ class BlockPoolBatchEngine:
         self._inbox: deque[Request] = deque()
         self._cancels: set[int] = set()
         self._closes: set[str] = set()
+        self._adopts: list[AgentBlocks] = []  # adopted contexts, registered on the owner thread
         self._busy: dict[str, int] = {}  # agent -> uid of its unfinished request
         self._closed: set[str] = set()
         self._agents: dict[str, AgentBlocks] = {}
@@ -151,13 +165,15 @@ class BlockPoolBatchEngine:
         """
         if self._gen is None:
             raise RuntimeError("this engine was built without a model (gather-only); it cannot generate")
+        if self._closed_engine:
+            raise RuntimeError("this engine was closed; build a new one")
         if not isinstance(agent_id, str) or not agent_id:
             raise ValueError(f"agent_id must be a non-empty string, got {agent_id!r}")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        prompt_ids = self.encode(prompt)
+        prompt_ids = self.encode(prompt, continues=cache is not None)
         with self._lock:
             if agent_id in self._closed:
                 raise ValueError(f"agent {agent_id!r} was closed; start a new agent id")
@@ -166,8 +182,8 @@ class BlockPoolBatchEngine:
                     f"agent {agent_id!r} already has request {self._busy[agent_id]} in flight; "
                     "wait for it or cancel it"
                 )
-            cached = self._check_cache(agent_id, cache) if cache is not None else 0
-            self._check_fits(cached + len(prompt_ids))
+            cached = check_cache(self.pool, agent_id, cache) if cache is not None else 0
+            check_fits(self.spec, self.pool, cached + len(prompt_ids))
             uid = next(self._uids)
             request = Request(
                 uid, agent_id, prompt_ids, max_tokens, temperature, top_p, tuple(stop or ()), cache
@@ -193,42 +209,80 @@ class BlockPoolBatchEngine:
         self._apply_if_idle()
 
     def agent_blocks(self, agent_id: str) -> AgentBlocks | None:
-        """The agent's current context, or None if it has none."""
-        return self._agents.get(agent_id)
+        """The agent's current context, or None if it has none.
+
+        On another thread than the owner: a copy taken between steps, for inspection.
+        """
+        if self._owner.is_mine():
+            return self._agents.get(agent_id)
+        with self._step_lock:  # every change to the engine's state happens under it
+            agent = self._agents.get(agent_id)
+            return None if agent is None else copy_of(agent)
 
     def spilled_agents(self) -> set[str]:
         """Agents whose contexts are on disk, not in the pool."""
-        return set(self._residency.spilled)
+        if self._owner.is_mine():
+            return set(self._residency.spilled)
+        with self._step_lock:
+            return set(self._residency.spilled)
+
+    def spill_usage(self) -> SpillUsage:
+        """The spill folder, and the files and bytes it holds now."""
+        return self._residency.spill.usage()
 
     def evict(self, agent_id: str) -> bool:
-        """Spill an idle agent's context to disk now; False if it is busy or holds nothing.
-
-        Raises RuntimeError while another thread is stepping the engine.
-        """
+        """Spill an idle agent's context to disk now; False if it is busy or holds nothing
+        (owner thread only: raises ``WrongThread`` elsewhere)."""
+        self._owner.check("evict")
         with self._lock:
             if agent_id in self._busy:
                 return False
-        if not self._step_lock.acquire(blocking=False):
-            raise RuntimeError("the engine is stepping on another thread; evict between steps")
-        try:
+        with self._step_lock:
             agent = self._agents.get(agent_id)
             return agent is not None and self._residency.spill_agent(agent, reason="asked")
-        finally:
-            self._step_lock.release()
 
     def adopt(self, agent_id: str, token_ids: Sequence[int]) -> AgentBlocks:
         """Take over a context from an earlier run (e.g. a saved session) without prefilling it now.
 
         Its next turn (``cache=`` the returned AgentBlocks) restores K/V from the agent's
-        spill file when one is there and valid for this model, else re-prefills ``token_ids``.
+        spill file when that file holds exactly ``token_ids`` for this model, else
+        re-prefills ``token_ids``. Safe from any thread: the owner registers it.
         """
+        agent = AgentBlocks(agent_id, len(token_ids), list(token_ids))
         with self._lock:
             if agent_id in self._busy or agent_id in self._closed:
                 raise ValueError(f"agent {agent_id!r} is busy or closed; adopt it before using it")
-        agent = AgentBlocks(agent_id, len(token_ids), list(token_ids))
-        self._agents[agent_id] = agent
-        self._residency.spilled.add(agent_id)
+            self._adopts.append(agent)
+        self._apply_if_idle()
         return agent
+
+    def close(self) -> dict[str, str]:
+        """Release the engine: save every resident context to the spill folder (when one was
+        given; within its budget), remove the temp spill folder, restore MLX's cache limit.
+
+        Returns agent id -> error for the contexts that could not be saved. Owner thread
+        only; a second call does nothing. ``with BlockPoolBatchEngine(...) as engine:`` calls it.
+        """
+        self._owner.check("close")
+        if self._closed_engine:
+            return {}
+        with self._step_lock:
+            self._closed_engine = True
+            self._apply_pending()
+            resident = [a for a in self._agents.values() if a.num_blocks()]
+            errors = {} if self._temp_spill else self._residency.save_all(resident)
+        if self._remove_temp is not None:
+            self._remove_temp()
+        if self._previous_cache_limit is not None:
+            mx.set_cache_limit(self._previous_cache_limit)
+            self._previous_cache_limit = None
+        return errors
+
+    def __enter__(self) -> BlockPoolBatchEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def reserved_blocks(self) -> int:
         """Blocks taken by unfinished turns for tokens not yet written back."""
@@ -238,6 +292,7 @@ class BlockPoolBatchEngine:
         with self._lock:
             return bool(
                 self._inbox or self._waiting or self._active or self._cancels or self._closes or self._outbox
+                or self._adopts
             )
 
     @property
@@ -255,6 +310,7 @@ class BlockPoolBatchEngine:
 
     def step_once(self) -> StepOutput:
         """One batched decode step plus at most one prefill chunk."""
+        self._owner.claim()
         with self._step_lock:
             tic = time.perf_counter()
             completions, self._outbox = self._outbox + self._apply_pending(), []
@@ -282,54 +338,16 @@ class BlockPoolBatchEngine:
 
     # -- validation ------------------------------------------------------------
 
-    def encode(self, prompt: str | Sequence[int]) -> list[int]:
-        """Token ids of a prompt, tokenized exactly as ``mlx_lm.generate`` would."""
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise ValueError("prompt is empty or only whitespace: give some text or token ids")
-            try:
-                prompt.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(
-                    f"prompt is not valid Unicode text ({exc.reason} at index {exc.start}); "
-                    "remove the lone surrogate characters"
-                ) from exc
-            bos = self.tokenizer.bos_token
-            add_special = bos is None or not prompt.startswith(bos)
-            ids = list(self.tokenizer.encode(prompt, add_special_tokens=add_special))
-        else:
-            ids = list(prompt)
-            vocab = len(self.tokenizer)
-            bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
-            if bad:
-                raise ValueError(f"prompt has {len(bad)} invalid token ids (first {bad[0]!r}); ids run 0..{vocab - 1}")
-        if not ids:
-            raise ValueError("prompt is empty: give some text or token ids")
-        return ids
-
-    def _check_cache(self, agent_id: str, cache: AgentBlocks) -> int:
-        if cache.agent_id != agent_id:
-            raise ValueError(f"cache belongs to agent {cache.agent_id!r}, not {agent_id!r}")
-        for block in cache.all_blocks():
-            if self.pool.owner_of(block.block_id) != agent_id:
-                raise ValueError(
-                    f"cache of agent {agent_id!r} holds block {block.block_id}, which the pool no longer "
-                    "gives that agent (freed or reused); submit with cache=None to start over"
-                )
-        return cache.total_tokens
-
-    def _check_fits(self, context_tokens: int) -> None:
-        needed = self.spec.blocks_for_context(context_tokens + 1)
-        if needed > self.pool.total_blocks:
-            raise ValueError(
-                f"a context of {context_tokens} tokens needs {needed} blocks but the whole pool has "
-                f"{self.pool.total_blocks}; shorten the prompt or give the pool more memory"
-            )
+    def encode(self, prompt: str | Sequence[int], *, continues: bool = False) -> list[int]:
+        """Token ids of a prompt: as ``mlx_lm.generate`` tokenizes it, or, for a turn that
+        ``continues`` a context, with no special tokens added (see ``engine.prompts``)."""
+        return encode_prompt(self.tokenizer, prompt, continues=continues)
 
     # -- the stepping thread ---------------------------------------------------
 
     def _apply_if_idle(self) -> None:
-        if self._step_lock.acquire(blocking=False):
+        """Apply commands now when called on the owner thread between steps; else the next step does."""
+        if self._owner.is_mine() and self._step_lock.acquire(blocking=False):
             try:
                 self._outbox.extend(self._apply_pending())
             finally:
@@ -340,6 +358,9 @@ class BlockPoolBatchEngine:
         with self._lock:
             cancels, self._cancels = self._cancels, set()
             closes, self._closes = self._closes, set()
+            adopts, self._adopts = self._adopts, []
+        for agent in adopts:
+            self._register_adopted(agent)
         done: list[Completion] = []
         for request in self._unfinished():
             if request.agent_id in closes:
@@ -351,6 +372,15 @@ class BlockPoolBatchEngine:
             self.pool.free_agent_blocks(agent_id)
             self._residency.forget(agent_id)
         return done
+
+    def _register_adopted(self, agent: AgentBlocks) -> None:
+        """An adopted context replaces what the agent held. A resident one is spilled first:
+        when it holds the same ids, the adopted context restores from that file."""
+        current = self._agents.get(agent.agent_id)
+        if current is not None and current.num_blocks() and not self._residency.spill_agent(current, reason="adopt"):
+            self.pool.free_agent_blocks(agent.agent_id)
+        self._residency.spilled.add(agent.agent_id)
+        self._agents[agent.agent_id] = agent
 
     def _unfinished(self) -> list[Request]:
         with self._lock:
@@ -435,7 +465,7 @@ class BlockPoolBatchEngine:
         else:
             agent = request.continues
             try:
-                self._check_cache(request.agent_id, agent)
+                check_cache(self.pool, request.agent_id, agent)
             except ValueError as exc:
                 return str(exc)
         self._agents[request.agent_id] = agent
@@ -478,13 +508,14 @@ class BlockPoolBatchEngine:
             request.detokenizer.finalize()
         if not is_eos or reason is not None:
             segment = request.detokenizer.last_segment
-        segment, hit = self._apply_stop_strings(request, segment)
+        segment, request.held_text, hit = split_at_stop(
+            request.text, request.held_text, segment, request.stop, final=reason is not None)
         request.text += segment
         deltas.append(TokenDelta(request.uid, request.agent_id, response.token, segment))
+        if hit:
+            return self._stop_at_reply(request, response if reason is not None else None)
         if reason is not None:
             return self._finish(request, reason, caches=response.prompt_cache, token_ids=response.all_tokens)
-        if hit:
-            return self._remove(request, "stop", keep=True)
         agent = self._agents[request.agent_id]
         if not self._residency.reserve(agent, request.reserved, request.context_tokens + 1, self._evictable):
             needed = self._writer.num_blocks_needed(agent, request.reserved, request.context_tokens + 1)
@@ -495,14 +526,17 @@ class BlockPoolBatchEngine:
             return self._remove(request, "error", keep=False, error=error)
         return None
 
-    def _apply_stop_strings(self, request: Request, segment: str) -> tuple[str, bool]:
-        if not request.stop:
-            return segment, False
-        text = request.text + segment
-        cuts = [text.find(s) for s in request.stop if s and s in text]
-        if not cuts:
-            return segment, False
-        return text[: min(cuts)][len(request.text) :], True
+    def _stop_at_reply(self, request: Request, finished: Any | None) -> Completion:
+        """A stop string ended the reply: the context keeps only the tokens of the text reported,
+        or, when the stop began inside a token, not the turn at all (see ``engine.stop_trim``).
+        ``finished``: the generator's response when it ended the sequence in the same step."""
+        kept = tokens_of_reply(self.tokenizer, request.generated_ids, request.text)
+        if kept is not None:
+            del request.generated_ids[kept:]
+        if finished is None:
+            return self._remove(request, "stop", keep=kept is not None)
+        caches = finished.prompt_cache if kept is not None else None
+        return self._finish(request, "stop", caches=caches, token_ids=finished.all_tokens)
 
     def _cancel(self, request: Request, *, keep: bool) -> Completion:
         """Stop a request. A reply cut short keeps what it generated (``keep``);
@@ -537,51 +571,12 @@ class BlockPoolBatchEngine:
             self._busy.pop(request.agent_id, None)
         self._residency.touch(request.agent_id)
         if caches is not None and token_ids is not None and caches[0].offset > agent.total_tokens:
-            stats = self._writer.write_back(agent, request.reserved, caches, token_ids)
-            if self.recorder.enabled:
+            # The turn keeps what it reported: a reply cut at a stop string keeps fewer tokens.
+            keep = min(caches[0].offset, request.context_tokens)
+            stats = self._writer.write_back(agent, request.reserved, caches, token_ids, keep)
+            if stats is not None and self.recorder.enabled:
                 self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
                                           num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
         else:
             self._writer.release(request.reserved)
-        return self._completion(request, reason, agent, error)
-
-    def _completion(self, request: Request, reason: FinishReason, agent: AgentBlocks, error: str | None) -> Completion:
-        now = time.perf_counter()
-        ttft = None if request.first_token_s is None else request.first_token_s - request.submitted_s
-        completion = Completion(
-            uid=request.uid,
-            agent_id=request.agent_id,
-            text=request.text,
-            token_count=len(request.prompt_ids) + len(request.generated_ids),
-            finish_reason=reason,
-            blocks=agent,
-            prompt_tokens=len(request.prompt_ids),
-            cached_tokens=request.cached_tokens,
-            generated_tokens=len(request.generated_ids),
-            token_ids=list(request.generated_ids),
-            error=error,
-            ttft_s=ttft,
-            elapsed_s=now - request.submitted_s,
-        )
-        if self.recorder.enabled:
-            self.recorder.publish(RequestFinished(
-                uid=request.uid, agent_id=request.agent_id, prompt_tokens=completion.prompt_tokens,
-                cached_tokens=completion.cached_tokens, generated_tokens=completion.generated_tokens,
-                ttft_ms=None if ttft is None else ttft * 1000, decode_tok_s=completion.decode_tok_s,
-                finish_reason=reason, error=error))
-            self.recorder.publish(self._pool_snapshot_event())
-        return completion
-
-    def _on_pool_change(self, kind: str, agent_id: str, layer_id: int, block_ids: list[int]) -> None:
-        event = BlocksAllocated if kind == "allocate" else BlocksFreed
-        self.recorder.publish(event(agent_id=agent_id, layer_id=layer_id, count=len(block_ids),
-                                    block_ids=tuple(block_ids)))
-
-    def _pool_snapshot_event(self) -> PoolSnapshotEvent:
-        snap = self.pool.snapshot()
-        return PoolSnapshotEvent(
-            total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), n_layers=snap.n_layers,
-            block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block,
-            layer_types=tuple(snap.layer_types),
-            owners=tuple((b.block_id, b.layer_id, b.agent_id) for b in snap.blocks),
-        )
+        return report_completion(self.recorder, self.pool, request, reason, agent, error)

@@ -73,11 +73,35 @@ class BlockWriter:
         reserved: dict[int, list[Block]],
         caches: list,
         token_ids: list[int],
-    ) -> CopyStats:
-        """Store the tokens a turn added (``caches`` hold the whole context) in blocks."""
+        num_tokens: int | None = None,
+    ) -> CopyStats | None:
+        """Store the tokens a turn added (``caches`` hold the whole context) in blocks.
+
+        ``num_tokens``: keep only the context's first ``num_tokens`` tokens (a reply cut at
+        a stop string). None, with nothing written, when sliding layers no longer hold
+        what that shorter context needs (their window already dropped those tokens).
+        """
         mx.eval([c.state[:2] for c in caches])
         layers = [cache_host_arrays(cache) for cache in caches]
-        return self.write_layers(agent, reserved, layers, caches[0].offset, token_ids)
+        total = caches[0].offset
+        if num_tokens is not None and num_tokens < total:
+            layers = self._trimmed(layers, total, num_tokens)
+            if layers is None:
+                self.release(reserved)
+                return None
+            total, token_ids = num_tokens, token_ids[:num_tokens]
+        return self.write_layers(agent, reserved, layers, total, token_ids)
+
+    def _trimmed(
+        self, layers: list[tuple[np.ndarray, np.ndarray]], total: int, keep: int
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        drop, out = total - keep, []
+        for layer_id, (keys, values) in enumerate(layers):
+            keys, values = keys[:, : keys.shape[1] - drop], values[:, : values.shape[1] - drop]
+            if keys.shape[1] < self.spec.tokens_kept(layer_id, keep):
+                return None
+            out.append((keys, values))
+        return out
 
     def write_layers(
         self,

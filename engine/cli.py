@@ -1,7 +1,7 @@
 """``blockpool``: the seed's experiments, the benchmarks and a short demo from the command line.
 
-Nothing heavy is imported at module level: ``main`` first re-executes the process with
-OpenBLAS preloaded (``engine.fastblas``), which must happen before MLX loads.
+Nothing heavy is imported at module level: importing ``engine`` loads the fast BLAS
+(``engine.fastblas``), which must happen before MLX loads.
 """
 
 from __future__ import annotations
@@ -104,10 +104,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.doctor import run_doctor
+
+    return run_doctor(measure=not args.no_measure)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return run_serve(args.serve_args)
+
+
+def run_serve(argv: Sequence[str]) -> int:
+    from server.cli import main as serve_main  # lazy: the engine does not depend on the server
+
+    return serve_main(argv)
+
+
 # -- shared pieces -----------------------------------------------------------------
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from engine.private import free_name, write_private_text
     from engine.sessions import SessionStore, SessionStoreError, export_markdown
 
     try:
@@ -126,11 +143,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         print(text, end="")
         return 0
+    # Never over an existing file unless told: a free name instead (-2, -3, ...).
+    out = args.out if args.force else free_name(args.out)
     try:
-        args.out.write_text(text, encoding="utf-8")
+        write_private_text(out, text, overwrite=args.force)
     except OSError as exc:
-        raise UsageError(f"cannot write {args.out}: {exc}") from exc
-    print_artifacts([args.out])
+        raise UsageError(f"cannot write {out}: {exc}") from exc
+    print_artifacts([out])
     return 0
 
 
@@ -183,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub)
     add_demo(sub)
     add_export(sub)
+    add_doctor(sub)
+    add_serve(sub)
     return parser
 
 
@@ -257,10 +278,30 @@ def add_export(sub: Any) -> None:
                                    "session and all its agents unless told otherwise.")
     p.add_argument("--session", type=positive_int, default=None, metavar="N", help="session id (default: the last)")
     p.add_argument("--agent", default=None, metavar="NAME", help="only this agent (default: every agent)")
-    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write here instead of printing")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="write here instead of printing (a new name such as FILE-2.md when FILE exists)")
+    p.add_argument("--force", action="store_true", help="overwrite --out when it exists")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="folder of sessions.db (default: $BLOCKPOOL_DATA_DIR or the user data folder)")
     p.set_defaults(func=cmd_export)
+
+
+def add_doctor(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="what blockpool runs on (MLX, BLAS, CPU, data), for a bug report",
+                       description="Print MLX's version and device, the BLAS in use with its probe verdict and a "
+                                   "matmul GFLOP/s against MLX's bundled BLAS, the CPU's flags, where models, "
+                                   "sessions and spill files live and their size, and the optional models. "
+                                   "Exit 0 when all is usable, 1 with the reasons when not.")
+    p.add_argument("--no-measure", action="store_true", help="skip the matmul timing (a few seconds)")
+    p.set_defaults(func=cmd_doctor)
+
+
+def add_serve(sub: Any) -> None:
+    # The server parses its own options (server/cli.py): `blockpool serve --help` lists them.
+    p = sub.add_parser("serve", add_help=False, help="an OpenAI-compatible HTTP server on the engine",
+                       description="Run `blockpool serve --help` for the options.")
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,7 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         fastblas.reexec_if_needed()  # before anything imports MLX
         argv = sys.argv[1:]
-    args = build_parser().parse_args(list(argv))
+    argv = list(argv)
+    if argv[:1] == ["serve"]:  # argparse cannot hand leading options to a sub-parser: the server parses them
+        return run_serve(argv[1:])
+    args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

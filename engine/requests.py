@@ -30,7 +30,8 @@ class Request:
     cached_tokens: int = 0
     prefilled_tokens: int = 0
     generated_ids: list[int] = field(default_factory=list)
-    text: str = ""
+    text: str = ""  # streamed so far
+    held_text: str = ""  # generated, held back while it may be the start of a stop string
     detokenizer: Any = None
     first_token_s: float | None = None
     # Blocks taken for this turn's new tokens, per layer; written at the end of the turn.

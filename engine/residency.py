@@ -2,7 +2,9 @@
 
 Under pool pressure, idle agents are spilled least recently used first (never one
 with a request in flight); a spilled agent's next turn restores its blocks from the
-spill file, or, when that file is unusable, re-prefills its token ids.
+spill file, or, when that file is unusable or holds another context than the agent's
+token ids, re-prefills those ids. ``save_all`` writes every resident context to its
+file when the engine closes, so a restart finds them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from pool import AgentBlocks, Block, BlockPool, PoolExhausted
 from telemetry import Recorder
@@ -55,7 +58,13 @@ class Residency:
         """The agent's context is gone for good (closed, or restarted with cache=None)."""
         self.spilled.discard(agent_id)
         self.last_used.pop(agent_id, None)
-        self.spill.discard(agent_id)
+        self.forget_file(agent_id)
+
+    def forget_file(self, agent_id: str) -> None:
+        try:
+            self.spill.discard(agent_id)
+        except SpillError as exc:  # harmless: restore checks a file's token ids before using it
+            logger.warning("%s", exc)
 
     # -- making room -----------------------------------------------------------
 
@@ -86,14 +95,12 @@ class Residency:
     def spill_agent(self, agent: AgentBlocks, *, reason: str) -> bool:
         """Write the agent's context to disk and give its blocks back to the pool."""
         blocks = agent.all_blocks()
-        if not blocks or len(agent.token_ids) != agent.total_tokens:
-            return False  # nothing to spill, or a context we could not rebuild exactly
-        caches, _ = self.store.gather(agent)
-        layers = [(c.keys[0], c.values[0]) for c in caches]
         try:
-            path, _ = self.spill.save(agent.agent_id, agent.token_ids, layers)
+            path = self.save(agent)
         except SpillError as exc:  # e.g. disk full: keep the agent resident, lose nothing
             logger.warning("could not spill agent %r: %s", agent.agent_id, exc)
+            return False
+        if path is None:
             return False
         agent.clear()
         self.pool.free(blocks)
@@ -102,6 +109,28 @@ class Residency:
             self.recorder.publish(Eviction(agent_id=agent.agent_id, num_blocks=len(blocks),
                                            reason=f"spilled to {path} ({reason})"))
         return True
+
+    def save(self, agent: AgentBlocks) -> Path | None:
+        """Write the agent's context to its spill file, keeping its blocks; None when there is
+        nothing to save or no exact copy can be made. Raises SpillError when writing fails."""
+        if not agent.all_blocks() or len(agent.token_ids) != agent.total_tokens:
+            return None  # nothing to spill, or a context we could not rebuild exactly
+        caches, _ = self.store.gather(agent)
+        layers = [(c.keys[0], c.values[0]) for c in caches]
+        path, _ = self.spill.save(agent.agent_id, agent.token_ids, layers)
+        return path
+
+    def save_all(self, agents: Collection[AgentBlocks]) -> dict[str, str]:
+        """Save every resident context, least recently used first, so that under the disk
+        budget the most recent ones are kept; returns agent id -> error for those not saved."""
+        errors: dict[str, str] = {}
+        for agent in sorted(agents, key=lambda a: self.last_used.get(a.agent_id, 0.0)):
+            try:
+                self.save(agent)
+            except SpillError as exc:
+                logger.warning("could not save agent %r: %s", agent.agent_id, exc)
+                errors[agent.agent_id] = str(exc)
+        return errors
 
     # -- coming back -------------------------------------------------------------
 
@@ -113,7 +142,7 @@ class Residency:
         """Bring a spilled agent's context back into blocks; None when the pool has no room yet."""
         tic = time.perf_counter()
         try:
-            spilled = self.spill.load(agent.agent_id)
+            spilled = self.spill.load(agent.agent_id, expected=list(agent.token_ids))
         except SpillError as exc:
             return self._fall_back_to_prefill(agent, str(exc))
         reserved: dict[int, list[Block]] = {}
@@ -124,7 +153,7 @@ class Residency:
             return None
         stats = self.writer.write_layers(agent, reserved, spilled.layers, total, spilled.token_ids)
         self.spilled.discard(agent.agent_id)
-        self.spill.discard(agent.agent_id)
+        self.forget_file(agent.agent_id)
         if self.recorder.enabled:
             self.recorder.publish(Restore(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
                                           num_bytes=spilled.num_bytes, num_tokens=total, source="disk",
@@ -136,7 +165,7 @@ class Residency:
         prefix = list(agent.token_ids)
         agent.total_tokens, agent.token_ids = 0, []
         self.spilled.discard(agent.agent_id)
-        self.spill.discard(agent.agent_id)
+        self.forget_file(agent.agent_id)
         if self.recorder.enabled:
             self.recorder.publish(Restore(agent_id=agent.agent_id, num_blocks=0, num_bytes=0, ms=0.0,
                                           num_tokens=len(prefix), source="prefill", error=error))

@@ -5,6 +5,10 @@ marked ``generating``) and when it ends (the reply, its status, and the context'
 ids), each in its own transaction. A process killed mid-reply therefore leaves a reply
 still marked ``generating``; opening the database marks it ``interrupted``, so it is
 never mistaken for a complete one.
+
+The database and its WAL/SHM files are private (0600, in a 0700 folder). A database
+that is not one, or fails SQLite's quick check, raises ``CorruptSessionStore``; its
+``move_aside()`` keeps the file (renamed, never deleted) so a new one can start.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from .private import FILE_MODE, free_name, private_dir, private_file
 
 DATA_DIR_ENV = "BLOCKPOOL_DATA_DIR"
 SCHEMA_VERSION = 1
@@ -57,6 +63,25 @@ CREATE INDEX IF NOT EXISTS messages_by_agent ON messages(agent_id, id);
 
 class SessionStoreError(RuntimeError):
     """The session database cannot be opened or written."""
+
+
+class CorruptSessionStore(SessionStoreError):
+    """The session database file is damaged or not a database at all."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"the session database {path} is damaged ({detail})")
+        self.path = path
+
+    def move_aside(self) -> Path:
+        """Rename the file (and its WAL/SHM files) to ``<name>.corrupt-<time>``; returns the new path."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = free_name(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.replace(side, target.with_name(target.name + suffix))
+        os.replace(self.path, target)
+        return target
 
 
 def data_dir() -> Path:
@@ -103,19 +128,36 @@ class SessionStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else data_dir() / "sessions.db"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            # A reply still 'generating' when we open was cut off by a crash.
-            self._db.execute("UPDATE messages SET status='interrupted' WHERE status='generating'")
-        except (OSError, sqlite3.Error) as exc:
+            private_dir(self.path.parent, ours=path is None)
+            private_file(self.path)  # SQLite gives its WAL and SHM files the database's mode
+        except OSError as exc:
             raise SessionStoreError(
                 f"cannot open the session database {self.path}: {exc}; set {DATA_DIR_ENV} "
                 "to a writable folder"
             ) from exc
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable: not damage
+                raise SessionStoreError(f"cannot open the session database {self.path}: {exc}") from exc
+            raise CorruptSessionStore(self.path, str(exc)) from exc
+
+    def _open(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # A reply still 'generating' when we open was cut off by a crash.
+        self._db.execute("UPDATE messages SET status='interrupted' WHERE status='generating'")
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.chmod(side, FILE_MODE)
 
     def close(self) -> None:
         self._db.close()

@@ -2,8 +2,12 @@
 
 The file holds, per layer, the K/V tokens the agent's blocks held (``k.<layer>``,
 ``v.<layer>``: ``[H, T, D]``), its token ids, and metadata that ties it to one cache
-shape. Loading checks all of it: a truncated, foreign or mismatched file raises
+shape. Loading checks all of it, token ids included: a truncated, foreign or mismatched
+file, or one written from another context than the one the engine continues, raises
 ``SpillError`` and the engine falls back to re-prefilling the agent's tokens.
+
+Files are private (0600 in a 0700 folder) and their folder keeps within a byte budget:
+writing a file removes the least recently written others until it fits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from pool import ModelCacheSpec
 
 from .kv_store import host_view
+from .private import FILE_MODE, private_dir
 
 FORMAT = "blockpool-spill"
 VERSION = 1
@@ -42,13 +47,29 @@ class SpilledContext:
     ms: float
 
 
-class SpillStore:
-    """Spill files in one folder, named after their agents."""
+@dataclass(frozen=True)
+class SpillUsage:
+    """What a spill folder holds (for ``blockpool doctor`` and the README)."""
 
-    def __init__(self, folder: str | Path, spec: ModelCacheSpec, model_key: str = "") -> None:
+    folder: Path
+    num_files: int
+    num_bytes: int
+
+
+class SpillStore:
+    """Spill files in one folder, named after their agents.
+
+    ``budget_bytes``: the most the folder's files may hold together (None: no limit).
+    """
+
+    def __init__(self, folder: str | Path, spec: ModelCacheSpec, model_key: str = "",
+                 budget_bytes: int | None = None) -> None:
+        if budget_bytes is not None and budget_bytes < 0:
+            raise ValueError(f"spill budget must be >= 0 bytes, got {budget_bytes}")
         self.folder = Path(folder)
         self.spec = spec
         self.model_key = model_key  # K/V only make sense for the weights that computed them
+        self.budget_bytes = budget_bytes
 
     def path(self, agent_id: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
@@ -59,7 +80,7 @@ class SpillStore:
     def save(self, agent_id: str, token_ids: list[int], layers: list[tuple[mx.array, mx.array]]) -> tuple[Path, int]:
         """Write the context atomically; returns the path and bytes written."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            private_dir(self.folder)
         except OSError as exc:
             raise SpillError(f"cannot create spill folder {self.folder}: {exc.strerror or exc}") from exc
         arrays: dict[str, mx.array] = {"token_ids": mx.array(np.asarray(token_ids, dtype=np.int32))}
@@ -75,16 +96,56 @@ class SpillStore:
         }
         target = self.path(agent_id)
         tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.safetensors")
+        num_bytes = sum(a.nbytes for a in arrays.values())
+        self._make_room(target, num_bytes)
         try:
             mx.save_safetensors(str(tmp), arrays, metadata=metadata)
+            os.chmod(tmp, FILE_MODE)  # before it gets its name: never readable by others
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())  # a crash after the rename must not leave a hole
             os.replace(tmp, target)  # readers see the old file or the new one, never half of one
         except (OSError, RuntimeError, ValueError) as exc:
             tmp.unlink(missing_ok=True)
             raise SpillError(f"cannot write spill file {target}: {exc}") from exc
-        return target, sum(a.nbytes for a in arrays.values())
+        return target, num_bytes
 
-    def load(self, agent_id: str) -> SpilledContext:
-        """Read and check an agent's spill file."""
+    def usage(self) -> SpillUsage:
+        files = self._files()
+        return SpillUsage(self.folder, len(files), sum(size for _, size, _ in files))
+
+    def _files(self) -> list[tuple[Path, int, float]]:
+        """(path, bytes, mtime) of the finished spill files in the folder."""
+        try:
+            paths = [p for p in self.folder.glob("*.safetensors") if not p.name.startswith(".")]
+        except OSError:
+            return []
+        found = []
+        for path in paths:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            found.append((path, stat.st_size, stat.st_mtime))
+        return found
+
+    def _make_room(self, target: Path, num_bytes: int) -> None:
+        """Remove the least recently written other files until ``num_bytes`` more fit the budget."""
+        if self.budget_bytes is None:
+            return
+        if num_bytes > self.budget_bytes:
+            raise SpillError(
+                f"a spill file of {num_bytes} bytes does not fit the spill budget of {self.budget_bytes} "
+                "bytes; raise the budget (--spill-budget) to keep contexts this long on disk"
+            )
+        others = sorted((f for f in self._files() if f[0] != target), key=lambda f: f[2])
+        total = sum(size for _, size, _ in others)
+        while others and total + num_bytes > self.budget_bytes:
+            path, size, _ = others.pop(0)
+            path.unlink(missing_ok=True)
+            total -= size
+
+    def load(self, agent_id: str, expected: list[int] | None = None) -> SpilledContext:
+        """Read and check an agent's spill file; with ``expected``, it must hold exactly those token ids."""
         tic = time.perf_counter()
         path = self.path(agent_id)
         try:
@@ -95,6 +156,8 @@ class SpillStore:
         token_ids = np.array(arrays["token_ids"]).astype(np.int64).tolist() if "token_ids" in arrays else None
         if token_ids is None or len(token_ids) != int(metadata["total_tokens"]):
             raise SpillError(f"spill file {path} has no token ids matching its total_tokens")
+        if expected is not None and token_ids != expected:
+            raise SpillError(_other_context(path, token_ids, expected))
         layers = [self._layer(path, arrays, layer_id, len(token_ids)) for layer_id in range(self.spec.n_layers)]
         num_bytes = sum(k.nbytes + v.nbytes for k, v in layers)
         return SpilledContext(agent_id, token_ids, layers, num_bytes, (time.perf_counter() - tic) * 1000)
@@ -134,6 +197,14 @@ class SpillStore:
         if keys.dtype != getattr(mx, self.spec.dtype):
             raise SpillError(f"{path} layer {layer_id}: dtype {keys.dtype}, expected {self.spec.dtype}")
         return host_view(keys), host_view(values)
+
+
+def _other_context(path: Path, found: list[int], expected: list[int]) -> str:
+    same = next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), min(len(found), len(expected)))
+    return (
+        f"spill file {path} holds another context ({len(found)} tokens) than the one continued "
+        f"({len(expected)} tokens; they differ from token {same} on): a stale file, not used"
+    )
 
 
 def model_key(model: object) -> str:

@@ -5,7 +5,6 @@ Lives on the UI thread only; the engine thread learns about agents from commands
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,12 +62,22 @@ class Roster:
 
     def __init__(self) -> None:
         self._agents: dict[str, Agent] = {}
-        self._serial = itertools.count(1)
+        self._num_opened = 0
 
-    def open(self, system: str, name: str | None = None) -> Agent:
-        serial = next(self._serial)
-        agent = Agent(f"agent-{serial}", name or f"agent {serial}", PALETTE[(serial - 1) % len(PALETTE)],
-                      Conversation(system=system))
+    def next_name(self) -> str:
+        """The default name of the next agent opened."""
+        return f"agent {self._num_opened + 1}"
+
+    def open(self, system: str, name: str | None = None, *, record_id: int | None = None) -> Agent:
+        """A new agent. ``record_id`` (its session database row) fixes its engine id for good,
+        so its spill file is never handed to another conversation after a restart."""
+        name = name or self.next_name()
+        self._num_opened += 1
+        serial = self._num_opened
+        agent_id = f"agent-{serial}" if record_id is None else f"agent-{record_id}"
+        if agent_id in self._agents:  # an unsaved agent's serial met a saved one's row id
+            agent_id = f"agent-{serial}-unsaved"
+        agent = Agent(agent_id, name, PALETTE[(serial - 1) % len(PALETTE)], Conversation(system=system))
         self._agents[agent.agent_id] = agent
         return agent
 

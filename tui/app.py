@@ -64,6 +64,7 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
         Binding("question_mark", "help", "Help (focus outside the message)", id="help", key_display="?",
                 show=False),
     ]
+    ENGINE_STOP_S = 15.0  # quitting waits this long at most for the engine to save contexts
 
     def __init__(
         self,
@@ -85,11 +86,13 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
         self.worker: EngineWorker | None = None
         self.stats: EngineStats | None = None
         self.ready = False
+        self.engine_started = False
         self._render_template: Renderer | None = None
         self._eos_text = ""
         self._user_messages: dict[str, Any] = {}  # agent id -> its in-flight user ChatMessage
         self._telemetry_writer: JsonlWriter | None = None
         self.engine_stop_s: float | None = None  # how long quitting waited for the engine thread
+        self.startup_warnings: list[str] = []  # shown once the screen is up (e.g. a damaged database)
         self._last_draw_s = 0.0
         self._redraw_due = False
 
@@ -108,6 +111,8 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        for warning in self.startup_warnings:
+            self.notify(warning, title="Session database", severity="warning", timeout=30)
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         if self.settings.telemetry_log is not None:
@@ -143,8 +148,9 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
 
     def on_unmount(self) -> None:
         if self.worker is not None:
-            # A step in flight finishes first; the thread is a daemon, so exit never hangs on it.
-            self.engine_stop_s = self.worker.stop(timeout_s=1.0)
+            # A step in flight finishes, then the engine saves its contexts; the thread is a
+            # daemon, so exit never hangs on it longer than this.
+            self.engine_stop_s = self.worker.stop(timeout_s=self.ENGINE_STOP_S)
         if self._telemetry_writer is not None:
             self._telemetry_writer.close()
 
@@ -175,9 +181,12 @@ class BlockpoolApp(EngineLink, PanelFeed, AppActions, App[None]):
     async def open_agent(self, name: str | None = None, *, activate: bool = True, system: str | None = None,
                          record_id: int | None = None) -> Agent:
         """A new agent, or with ``record_id`` one restored from the session database."""
-        agent = self.roster.open(self.settings.system if system is None else system, name)
+        system = self.settings.system if system is None else system
+        if self.sessions is not None and record_id is None:
+            record_id = self.sessions.new_record(name or self.roster.next_name(), system)
+        agent = self.roster.open(system, name, record_id=record_id)  # its row id names its spill file
         if self.sessions is not None:
-            self.sessions.agent_opened(agent.agent_id, agent.name, agent.conversation.system, record_id)
+            self.sessions.agent_opened(agent.agent_id, agent.name, system, record_id)
         pane = ChatPane(agent_id=agent.agent_id, name=agent.name, colour=agent.colour)
         await self.tabs.add_pane(TabPane(agent.name, pane, id=agent.agent_id))
         if activate:
@@ -247,9 +256,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"blockpool-tui: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        app = BlockpoolApp(settings, store=open_store(settings))
+        store, warning = open_store(settings)
+        app = BlockpoolApp(settings, store=store)
     except SessionStoreError as exc:
         print(f"blockpool-tui: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if warning is not None:
+        print(f"blockpool-tui: warning: {warning}", file=sys.stderr)
+        app.startup_warnings.append(warning)
     app.run()
     raise SystemExit(app.return_code or 0)

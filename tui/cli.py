@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--new", action="store_const", const=False, dest="resume", help="start a new session")
     parser.add_argument("--data-dir", metavar="DIR", type=Path,
                         help="folder of the session database and spill files (overrides BLOCKPOOL_DATA_DIR)")
+    parser.add_argument("--spill-budget", metavar="SIZE",
+                        help="disk space for this session's saved KV caches, e.g. 2GiB (the default); "
+                             "the least recently used go first")
     return parser
 
 

@@ -19,24 +19,27 @@ def engine_factory(settings: TuiSettings, *, loaded_model: tuple[Any, Any] | Non
                    spill_dir: Path | None = None) -> EngineFactory:
     """A factory loading ``settings.model`` (or using ``loaded_model``) into a new pool and engine.
 
-    ``spill_dir``: where idle contexts are spilled (default: a temp folder, gone after the run).
+    ``spill_dir``: where idle contexts are spilled and saved on quit, within
+    ``settings.spill_budget`` (default: a temp folder, gone after the run). A second
+    build (after an engine failure) reuses the loaded model.
     """
+    loaded: list[tuple[Any, Any]] = [loaded_model] if loaded_model is not None else []
 
     def build(progress: Progress, recorder: Recorder) -> Engine:
         import engine  # lazy: loads MLX
         from pool import BlockPool, ModelCacheSpec
 
-        if loaded_model is None:
+        if not loaded:
             progress(f"loading {settings.model or 'SmolLM2-135M-Instruct (embedded)'}…", 0.0)
-            model, tokenizer = engine.load_model(settings.model, progress=progress)
-        else:
-            model, tokenizer = loaded_model
+            loaded.append(engine.load_model(settings.model, progress=progress))
+        model, tokenizer = loaded[0]
         progress("building the block pool…", 0.95)
         spec = ModelCacheSpec.from_model(model)
         if settings.blocks is not None:
             pool = BlockPool(spec, settings.blocks)
         else:
             pool = BlockPool.from_memory_budget(spec, settings.kv_memory_bytes)
-        return engine.BlockPoolBatchEngine(model, tokenizer, pool, spec, recorder=recorder, spill_dir=spill_dir)
+        return engine.BlockPoolBatchEngine(model, tokenizer, pool, spec, recorder=recorder, spill_dir=spill_dir,
+                                           spill_budget_bytes=settings.spill_budget if spill_dir else None)
 
     return build

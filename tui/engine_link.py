@@ -47,6 +47,7 @@ class EngineLink(_AppBase):
     worker: EngineWorker | None
     stats: EngineStats | None
     ready: bool
+    engine_started: bool  # an engine was ready once: a later failure is recovered, not fatal
     sessions: SessionLog | None
     _render_template: Renderer | None
     _eos_text: str
@@ -100,19 +101,36 @@ class EngineLink(_AppBase):
         self.main_screen.query_one(ModelStatus).show(message.text, message.fraction)
 
     async def on_engine_ready(self, message: EngineReady) -> None:
-        self.ready = True
+        self.ready = self.engine_started = True
         self._render_template, self._eos_text = message.render, message.eos_text
         self.sub_title = f"{self.settings.model or 'SmolLM2-135M-Instruct'} · {message.description}"
         self.main_screen.query_one(ModelStatus).display = False
         for agent in self.roster:
             await self._send_next(agent)
 
-    def on_engine_failed(self, message: EngineFailed) -> None:
-        if not self.ready:
+    async def on_engine_failed(self, message: EngineFailed) -> None:
+        """End the turns the engine lost, give queued messages back; it restarts, or the app says what to do."""
+        if not self.engine_started:
             self.exit(return_code=2, message=f"blockpool-tui: error: {message.error}")
             return
         self.ready = False
-        self.notify(message.error, title="Engine stopped", severity="error", timeout=30)
+        lost = set(message.agent_ids) if message.restarting else {a.agent_id for a in self.roster if a.busy}
+        for agent in self.roster:
+            if agent.agent_id in lost and agent.in_flight is not None:
+                await self._fail_turn(agent, message.error, agent.in_flight.base_tokens)
+            await self._unqueue(agent)
+        then = ("restarting it; every conversation is kept, send again when it is ready" if message.restarting
+                else "it cannot go on: quit (ctrl+q) and start again; conversations are saved")
+        self.notify(f"{message.error}. {then}", title="Engine failed", severity="error", timeout=30)
+
+    async def _unqueue(self, agent: Agent) -> None:
+        """Queued messages go back into the agent's input, oldest first."""
+        pane = self.pane(agent.agent_id)
+        if agent.pending:
+            pane.input.value = " ".join(filter(None, [pane.input.value, *agent.pending]))
+        while agent.pending:
+            agent.pending.popleft()
+            await pane.pop_queued()
 
     def on_submitted(self, message: Submitted) -> None:
         if (agent := self.roster.get(message.agent_id)) is not None and agent.status == "queued":
@@ -167,18 +185,23 @@ class EngineLink(_AppBase):
         agent = self.roster.get(message.agent_id)
         if agent is None or agent.in_flight is None:
             return
-        record_failure(agent.conversation, agent.in_flight, message.context_tokens)
         self.notify(message.error, title=f"{agent.name}: reply failed", severity="error", timeout=10)
+        await self._fail_turn(agent, message.error, message.context_tokens)
+        await self._send_next(agent)
+
+    async def _fail_turn(self, agent: Agent, error: str, context_tokens: int) -> None:
+        """End the agent's turn in flight with ``error``, shown in its chat; its text goes back to the input."""
+        assert agent.in_flight is not None
+        record_failure(agent.conversation, agent.in_flight, context_tokens)
         if self.sessions is not None:
-            self.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=message.error)
+            self.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=error)
         pane = self.pane(agent.agent_id)
         if not pane.input.value:
             pane.restore_input(agent.in_flight.user_text)
-        agent.in_flight, agent.status, agent.error, agent.prefill = None, "error", message.error, None
-        agent.context_tokens = message.context_tokens
+        agent.in_flight, agent.status, agent.error, agent.prefill = None, "error", error, None
+        agent.context_tokens = context_tokens
         self._user_messages.pop(agent.agent_id, None)
-        await pane.add_error(message.error)
-        await self._send_next(agent)
+        await pane.add_error(error)
 
     def on_context_adopted(self, message: ContextAdopted) -> None:
         """A resumed agent's context is the text already in the engine for its next turn."""

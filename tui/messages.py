@@ -45,9 +45,15 @@ class EngineReady(Message):
 
 @dataclass
 class EngineFailed(Message):
-    """The model or the engine could not be built; the app cannot run."""
+    """The model or the engine could not be built, or a step failed.
+
+    ``restarting``: a new engine is being built (an ``EngineReady`` follows) and the
+    turns of ``agent_ids``, which were in the failed engine, ended with ``error``.
+    """
 
     error: str
+    restarting: bool = False
+    agent_ids: tuple[str, ...] = ()
 
 
 @dataclass

@@ -9,16 +9,35 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.sessions import AgentRecord, Message, SessionStore, SessionStoreError, Status, export_markdown
+from engine.private import free_name, private_dir, write_private_text
+from engine.sessions import (
+    AgentRecord,
+    CorruptSessionStore,
+    Message,
+    SessionStore,
+    SessionStoreError,
+    Status,
+    export_markdown,
+)
 
 from tui.settings import TuiSettings
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
-def open_store(settings: TuiSettings) -> SessionStore:
-    """The session database under ``settings.data_dir`` (else the user data folder); raises SessionStoreError."""
-    return SessionStore(settings.data_dir / "sessions.db" if settings.data_dir is not None else None)
+def open_store(settings: TuiSettings) -> tuple[SessionStore, str | None]:
+    """The session database under ``settings.data_dir`` (else the user data folder), and a
+    warning when a damaged one was moved aside for a new one; raises SessionStoreError."""
+    path = settings.data_dir / "sessions.db" if settings.data_dir is not None else None
+    try:
+        return SessionStore(path), None
+    except CorruptSessionStore as exc:
+        try:
+            moved = exc.move_aside()
+        except OSError as move_error:
+            raise SessionStoreError(f"{exc}, and it cannot be moved aside: {move_error}") from exc
+        warning = f"{exc}. It was moved to {moved} (kept, not deleted); this run starts a new one."
+        return SessionStore(exc.path), warning
 
 
 class SessionLog:
@@ -48,7 +67,9 @@ class SessionLog:
 
     @property
     def spill_dir(self) -> Path:
-        """Where the engine spills this session's caches, so they outlive the process."""
+        """Where the engine spills this session's caches, so they outlive the process
+        (its parent ``spill`` folder is blockpool's own: made private even if it exists)."""
+        private_dir(self.store.path.parent / "spill", ours=True)
         return self.store.path.parent / "spill" / str(self.session_id)
 
     def saved_agents(self) -> list[AgentRecord]:
@@ -64,20 +85,24 @@ class SessionLog:
         return next((r for r in self.store.agents(self.session_id) if r.id == record_id), None)
 
     def export(self, agent_id: str, folder: Path) -> Path:
-        """Write an agent's conversation to ``folder/<name>.md``; raises OSError or SessionStoreError."""
+        """Write an agent's conversation to a new private file ``folder/<name>.md`` (``<name>-2.md``
+        when that exists: never over a file); returns its path. Raises OSError or SessionStoreError."""
         record = self.record(agent_id)
         if record is None:
             raise SessionStoreError(f"agent {agent_id!r} has no saved conversation in {self.store.path}")
-        path = folder / f"{record.name.replace('/', '_')}.md"
-        path.write_text(export_markdown(self.store, record), encoding="utf-8")
-        return path
+        path = free_name(folder / f"{record.name.replace('/', '_')}.md")
+        return write_private_text(path, export_markdown(self.store, record))
 
     # -- changes ----------------------------------------------------------------------
+
+    def new_record(self, name: str, system_prompt: str) -> int | None:
+        """A new agent row (None when it cannot be written: the agent then goes unsaved)."""
+        return self._write(self.store.add_agent, self.session_id, name, system_prompt)
 
     def agent_opened(self, agent_id: str, name: str, system_prompt: str, record_id: int | None = None) -> None:
         """Bind an app agent to its row: ``record_id`` for a restored one, else a new row."""
         if record_id is None:
-            record_id = self._write(self.store.add_agent, self.session_id, name, system_prompt)
+            record_id = self.new_record(name, system_prompt)
         if record_id is not None:
             self._record_ids[agent_id] = record_id
 

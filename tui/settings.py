@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 CONFIG_ENV = "BLOCKPOOL_CONFIG"
 DEFAULT_KV_MEMORY_BYTES = 512 * 2**20
+DEFAULT_SPILL_BUDGET_BYTES = 2 * 2**30
 _UNITS = {
     "": 1, "b": 1,
     "k": 2**10, "kib": 2**10, "kb": 10**3,
@@ -70,6 +71,9 @@ class TuiSettings(BaseSettings):
                           "the same model (None)")
     data_dir: Path | None = Field(None, description="folder of sessions.db and spill files (default: the "
                                                     "user data folder)")
+    spill_budget: Annotated[int, BeforeValidator(parse_size)] = Field(
+        DEFAULT_SPILL_BUDGET_BYTES, ge=0, description="disk space for this session's saved caches (default 2GiB); "
+                                                      "least recently used go first")
 
     @model_validator(mode="after")
     def _one_pool_size(self) -> TuiSettings:

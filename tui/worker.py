@@ -3,6 +3,11 @@
 The UI sends commands over a ``queue.Queue``; this thread applies them between
 steps and never touches a widget. Each step becomes one ``TokensGenerated``
 message; pool and telemetry snapshots go out a few times a second at most.
+
+An exception anywhere in a step or a command ends every turn in flight with the
+error (``EngineFailed(restarting=True)``), then the engine is rebuilt and every
+agent's last known context re-adopted (restored from its spill file when the old
+engine could still save it). On stop, ``close()`` saves resident contexts.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Protocol
 
 from telemetry import Recorder
 
+from tui.engine_text import decode_context, describe, renderer
 from tui.messages import (
     AdoptContext,
     CancelTurn,
@@ -52,6 +58,7 @@ class Engine(Protocol):
     def has_work(self) -> bool: ...
     def cancel(self, uid: int) -> None: ...
     def close_agent(self, agent_id: str) -> None: ...
+    def close(self) -> Any: ...
     def adopt(self, agent_id: str, token_ids: Any) -> Any: ...
     def agent_blocks(self, agent_id: str) -> Any: ...
     def spilled_agents(self) -> set[str]: ...
@@ -70,6 +77,7 @@ class EngineWorker(threading.Thread):
 
     STATS_INTERVAL_S = 0.25
     IDLE_WAIT_S = 0.05
+    MAX_REBUILDS = 3  # in a row without a good step: then the failure is final
 
     def __init__(self, *, factory: EngineFactory, post: Post, recorder: Recorder) -> None:
         super().__init__(name="blockpool-engine", daemon=True)
@@ -81,6 +89,9 @@ class EngineWorker(threading.Thread):
         self._engine: Engine | None = None
         self._uid_by_agent: dict[str, int] = {}  # the unfinished turn of each agent
         self._agent_ids: set[str] = set()
+        self._contexts: dict[str, tuple[int, ...]] = {}  # each agent's last known context, to re-adopt
+        self._rebuilds = 0
+        self._applying: Command | None = None  # the command being applied, should it fail
         self._eos_ids: frozenset[int] = frozenset()
         self._dirty = True
         self._last_stats_s = 0.0
@@ -113,15 +124,54 @@ class EngineWorker(threading.Thread):
     # -- the engine thread -----------------------------------------------------
 
     def run(self) -> None:
+        engine = None
         try:
             engine = self._build()
-            if engine is not None:
-                self._loop(engine)
+            while engine is not None and not self._stop_event.is_set():
+                try:
+                    self._loop(engine)
+                except Exception as exc:  # anywhere in a step: end the turns, rebuild, go on
+                    logger.exception("engine step failed")
+                    engine = self._rebuild(engine, exc)
         except Exception as exc:  # a bug, not a user error: say so instead of dying silently
             logger.exception("engine thread failed")
             self._post(EngineFailed(f"engine stopped: {type(exc).__name__}: {exc}"))
         finally:
+            self._close(engine)
             self.finished_s = time.monotonic()
+
+    def _close(self, engine: Engine | None) -> None:
+        """Save resident contexts (the engine's ``close``); a failure here must not hide the first one."""
+        close = getattr(engine, "close", None)  # a scripted stand-in may have none
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:
+            logger.exception("closing the engine failed; contexts not saved are re-prefilled next time")
+
+    def _rebuild(self, old: Engine, exc: Exception) -> Engine | None:
+        """After a failed step: end every turn in flight, build a new engine, re-adopt contexts."""
+        self._rebuilds += 1
+        final = self._rebuilds > self.MAX_REBUILDS
+        error = f"engine error: {type(exc).__name__}: {exc}"
+        lost = set(self._uid_by_agent)
+        if isinstance(self._applying, SubmitTurn):  # failed before the engine gave it a uid
+            lost.add(self._applying.agent_id)
+        self._post(EngineFailed(error, restarting=not final, agent_ids=tuple(sorted(lost))))
+        self._uid_by_agent.clear()
+        self._applying = None
+        self._close(old)  # saves what it still can, so the new engine restores instead of prefilling
+        self._engine = None
+        if final:
+            return None
+        engine = self._build()
+        if engine is None:
+            return None
+        for agent_id, token_ids in self._contexts.items():
+            if token_ids and agent_id in self._agent_ids:
+                self._adopt(engine, agent_id, token_ids)
+        return engine
 
     def _build(self) -> Engine | None:
         def progress(text: str, fraction: float) -> None:
@@ -135,7 +185,7 @@ class EngineWorker(threading.Thread):
         self._engine = engine
         tokenizer = engine.tokenizer
         self._eos_ids = frozenset(getattr(tokenizer, "eos_token_ids", ()) or ())
-        self._post(EngineReady(_describe(engine), _renderer(tokenizer), tokenizer.eos_token or ""))
+        self._post(EngineReady(describe(engine), renderer(tokenizer), tokenizer.eos_token or ""))
         return engine
 
     def _loop(self, engine: Engine) -> None:
@@ -145,6 +195,7 @@ class EngineWorker(threading.Thread):
                 break
             if engine.has_work():
                 self._publish(engine.step_once())
+                self._rebuilds = 0
                 self._dirty = True
             self._post_stats(engine)
 
@@ -154,7 +205,9 @@ class EngineWorker(threading.Thread):
         except queue.Empty:
             return
         while command is not None:
+            self._applying = command
             self._apply(engine, command)
+            self._applying = None
             self._dirty = True
             try:
                 command = self.commands.get_nowait()
@@ -172,10 +225,15 @@ class EngineWorker(threading.Thread):
             case CloseAgent(agent_id=agent_id):
                 engine.close_agent(agent_id)
                 self._agent_ids.discard(agent_id)
+                self._contexts.pop(agent_id, None)
             case AdoptContext(agent_id=agent_id, token_ids=token_ids):
-                engine.adopt(agent_id, token_ids)
                 self._agent_ids.add(agent_id)
-                self._post(ContextAdopted(agent_id, _decode(engine.tokenizer, token_ids), len(token_ids)))
+                self._adopt(engine, agent_id, token_ids)
+
+    def _adopt(self, engine: Engine, agent_id: str, token_ids: tuple[int, ...]) -> None:
+        engine.adopt(agent_id, token_ids)
+        self._contexts[agent_id] = token_ids
+        self._post(ContextAdopted(agent_id, decode_context(engine.tokenizer, token_ids), len(token_ids)))
 
     def _submit(self, engine: Engine, command: SubmitTurn) -> None:
         cache = engine.agent_blocks(command.agent_id) if command.continues else None
@@ -209,6 +267,8 @@ class EngineWorker(threading.Thread):
         if self._uid_by_agent.get(completion.agent_id) == completion.uid:
             del self._uid_by_agent[completion.agent_id]
         context_tokens = completion.blocks.total_tokens if completion.blocks is not None else 0
+        if completion.blocks is not None:
+            self._contexts[completion.agent_id] = tuple(completion.blocks.token_ids)
         if completion.finish_reason == "error":
             self._post(RequestFailed(completion.agent_id, completion.uid, completion.error or "unknown error",
                                      context_tokens))
@@ -234,38 +294,3 @@ class EngineWorker(threading.Thread):
             context_tokens[agent_id] = blocks.total_tokens if blocks is not None else 0
         self._post(EngineStats(engine.pool.snapshot(), self.recorder.state(), engine.num_queued,
                                engine.num_active, context_tokens, frozenset(engine.spilled_agents())))
-
-
-def _renderer(tokenizer: Any) -> Callable[[list[dict[str, str]], bool], str]:
-    if not getattr(tokenizer, "has_chat_template", True):
-        return plain_render
-
-    def render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
-
-    return render
-
-
-def _decode(tokenizer: Any, token_ids: tuple[int, ...]) -> str | None:
-    """The exact text of ``token_ids``, or None when the tokenizer cannot tell (the chat logic then starts fresh)."""
-    decode = getattr(tokenizer, "decode", None)
-    if decode is None:
-        return None
-    try:
-        return decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    except TypeError:  # a tokenizer without those options: its plain decode
-        return decode(list(token_ids))
-
-
-def plain_render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-    """A template for models that have none: 'Role: text' paragraphs."""
-    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
-    return text + ("Assistant:" if add_generation_prompt else "")
-
-
-def _describe(engine: Engine) -> str:
-    pool = engine.pool
-    spec = pool.spec
-    mib = pool.total_blocks * spec.bytes_per_block / 2**20
-    return (f"{spec.n_layers} layers · {pool.total_blocks} blocks × {spec.block_tokens} tok "
-            f"({mib:.0f} MiB KV)")

@@ -1,0 +1,81 @@
+"""What ``GET /v1/pool`` answers: who holds which block of which layer, read on the engine thread."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from telemetry import PoolSnapshotEvent
+
+AgentState = Literal["running", "idle", "spilled", "closing"]
+
+
+class AgentView(BaseModel):
+    agent_id: str
+    state: AgentState
+    blocks: int
+    context_tokens: int
+
+
+class PoolView(BaseModel):
+    """The pool at one instant. ``blocks`` rows are ``[block_id, layer_id, agent_id, token_start, num_tokens]``."""
+
+    total_blocks: int
+    used_blocks: int
+    free_blocks: int
+    reserved_blocks: int
+    block_tokens: int
+    bytes_per_block: int
+    n_layers: int
+    layer_types: list[str]
+    agents: list[AgentView]
+    blocks: list[tuple[int, int, str, int | None, int]]
+
+
+def pool_view(thread: Any) -> PoolView:
+    """Run by the engine thread between steps (``Inspect``)."""
+    engine = thread.engine
+    snap = engine.pool.snapshot()
+    held = Counter(info.agent_id for info in snap.blocks)
+    running = {r.agent_id for r in thread.running.values()}
+    idle = set(thread.table.idle_agents())
+    spilled = engine.spilled_agents()
+    agents = []
+    for agent_id in sorted(running | idle | spilled | set(held)):
+        blocks = engine.agent_blocks(agent_id)
+        agents.append(AgentView(agent_id=agent_id, state=_state(agent_id, running, idle, spilled),
+                                blocks=held.get(agent_id, 0),
+                                context_tokens=blocks.total_tokens if blocks is not None else 0))
+    return PoolView(
+        total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), free_blocks=snap.free_blocks(),
+        reserved_blocks=engine.reserved_blocks(), block_tokens=snap.block_tokens,
+        bytes_per_block=snap.bytes_per_block, n_layers=snap.n_layers, layer_types=list(snap.layer_types),
+        agents=agents,
+        blocks=[(b.block_id, b.layer_id, b.agent_id, b.token_start, b.num_tokens) for b in snap.blocks],
+    )
+
+
+def _state(agent_id: str, running: set[str], idle: set[str], spilled: set[str]) -> AgentState:
+    if agent_id in running:
+        return "running"
+    if agent_id in spilled:
+        return "spilled"
+    return "idle" if agent_id in idle else "closing"
+
+
+def pool_event(thread: Any) -> PoolSnapshotEvent:
+    """A ``pool_snapshot`` telemetry event of now: the first message of each /v1/events stream."""
+    snap = thread.engine.pool.snapshot()
+    return PoolSnapshotEvent(
+        total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), n_layers=snap.n_layers,
+        block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block, layer_types=snap.layer_types,
+        owners=tuple((b.block_id, b.layer_id, b.agent_id) for b in snap.blocks),
+    )
+
+
+def scrape(thread: Any) -> bytes:
+    """The /metrics body, with the pool figures refreshed first."""
+    thread.publish_pool_stats()
+    return thread.metrics.render()

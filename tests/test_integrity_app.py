@@ -1,0 +1,116 @@
+"""Issue 10 through blockpool-tui on the real model: a resumed agent continues from its own
+K/V restored from the file saved on quit (items 1, 2), and an engine failure in any part
+of a step ends the turn visibly, gives queued messages back and brings the engine back (item 3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from textual.pilot import Pilot
+
+from engine import BlockPoolBatchEngine
+from engine.sessions import SessionStore
+from tui.app import BlockpoolApp
+from tui.settings import TuiSettings
+
+from .reference import reference
+
+pytestmark = pytest.mark.anyio
+WAIT_S = 120.0
+MAX_TOKENS = 6
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("BLOCKPOOL_DATA_DIR", raising=False)
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {condition.__doc__ or condition}"
+        await pilot.pause(0.05)
+
+
+def real_app(default_model, db, **settings) -> BlockpoolApp:
+    values = {"agents": 2, "blocks": 200, "max_tokens": MAX_TOKENS, **settings}
+    return BlockpoolApp(TuiSettings(**values), loaded_model=default_model, store=SessionStore(db))
+
+
+async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_model, tmp_path):
+    db = tmp_path / "sessions.db"
+    app = real_app(default_model, db)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        first, second = list(app.roster)
+        await app.send(first, "Say hi.")
+        await app.send(second, "Name a colour.")
+        await wait_for(pilot, lambda: not first.busy and not second.busy)
+        await app.close_agent_now(first)
+        await pilot.pause(0.2)
+    (record,) = SessionStore(db).agents(1)
+    assert record.name == "agent 2" and record.context_tokens
+
+    app = real_app(default_model, db, resume=True)
+    async with app.run_test(size=(140, 40)) as pilot:
+        (agent,) = list(app.roster)
+        await wait_for(pilot, lambda: app.ready and agent.conversation.context_tokens == len(record.context_tokens))
+        await app.send(agent, "And another one?")
+        assert agent.in_flight.continues
+        await wait_for(pilot, lambda: not agent.busy)
+        context = app.worker.engine.agent_blocks(agent.agent_id).token_ids
+    (restore,) = app.recorder.events("restore")
+    assert (restore.source, restore.num_tokens, restore.error) == ("disk", len(record.context_tokens), None)
+    finished = app.recorder.events("request_finished")[-1]
+    prompt_ids = context[: finished.cached_tokens + finished.prompt_tokens]
+    assert prompt_ids[: len(record.context_tokens)] == record.context_tokens  # its own history
+    model, tokenizer = default_model
+    assert agent.conversation.turns[-1].content == reference(model, tokenizer, prompt_ids, MAX_TOKENS)
+
+
+async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back(default_model, tmp_path,
+                                                                                 monkeypatch):
+    real_admit = BlockPoolBatchEngine._admit
+    faults = []
+    both_sent = threading.Event()
+
+    def admit_failing_once(self, completions):
+        if not faults:
+            faults.append(True)
+            both_sent.wait(WAIT_S)  # the second message must be queued behind the first
+            raise OSError(28, "No space left on device (injected)")
+        return real_admit(self, completions)
+
+    app = real_app(default_model, tmp_path / "sessions.db", agents=1)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        (agent,) = list(app.roster)
+        pane = app.pane(agent.agent_id)
+        await app.send(agent, "Say hi.")
+        # The pane has drawn the finished reply (ChatPane.finish_reply awaits, then clears its
+        # reply; a turn begun before that would lose its placeholder: a separate widget race).
+        await wait_for(pilot, lambda: not agent.busy and pane.reply_text is None)
+        turns = len(agent.conversation.turns)
+
+        monkeypatch.setattr(BlockPoolBatchEngine, "_admit", admit_failing_once)
+        await app.send(agent, "Name a colour.")
+        await app.send(agent, "Name a fruit.")  # queued behind it
+        assert list(agent.pending) == ["Name a fruit."]
+        both_sent.set()
+        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy and not agent.pending)
+        assert "No space left on device (injected)" in agent.error
+        assert pane.input.value == "Name a colour. Name a fruit."  # nothing typed is lost
+        assert not agent.pending and len(agent.conversation.turns) == turns
+
+        await wait_for(pilot, lambda: app.ready)  # a new engine, the context re-adopted
+        pane.clear_input()
+        await app.send(agent, "Name a colour.")
+        await wait_for(pilot, lambda: not agent.busy)
+        assert agent.status == "idle" and agent.conversation.turns[-1].content
+        assert len(agent.conversation.turns) == turns + 2
+        context = app.worker.engine.agent_blocks(agent.agent_id).token_ids
+        assert app.worker.engine.tokenizer.decode(context) == agent.conversation.context_text
