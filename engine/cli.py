@@ -63,7 +63,7 @@ def cmd_exp005(args: argparse.Namespace) -> int:
     with telemetry_recorder(args.telemetry_log) as recorder:
         print(f"EXP-005 on {name}, max_tokens={args.max_tokens}")
         result = run_exp005(model, tokenizer, out_dir=args.out, model_name=name, max_tokens=args.max_tokens,
-                            leak_runs=args.leak_runs, recorder=recorder)
+                            leak_runs=args.leak_runs, recorder=recorder, kv_bits=args.kv_bits)
     print_artifacts(result.artifacts)
     print(f"EXP-005 {'PASS (GO)' if result.go else 'FAIL (NO-GO)'}")
     return 0 if result.go else 1
@@ -76,7 +76,7 @@ def cmd_exp006(args: argparse.Namespace) -> int:
     try:
         shape = SyntheticShape(n_layers=args.layers, n_kv_heads=args.kv_heads, head_dim=args.head_dim,
                                block_tokens=args.block_tokens, sliding_window=args.window,
-                               global_every=args.global_every)
+                               global_every=args.global_every, kv_bits=args.kv_bits)
         shape.spec()
     except ValueError as exc:
         raise UsageError(f"invalid synthetic shape: {exc}") from exc
@@ -100,7 +100,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     model, tokenizer = load(args.model, args.dtype)
     with telemetry_recorder(args.telemetry_log) as recorder:
-        run_demo(model, tokenizer, num_agents=args.agents, max_tokens=args.max_tokens, recorder=recorder)
+        run_demo(model, tokenizer, num_agents=args.agents, max_tokens=args.max_tokens, recorder=recorder,
+                 kv_bits=args.kv_bits)
     return 0
 
 
@@ -197,6 +198,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="weights dtype (default: float32 on the CPU backend, quantized on a GPU)")
 
 
+def add_kv_bits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kv-bits", type=int, choices=(16, 8, 4), default=16,
+                   help="K/V at rest in blocks: 16 = the model's floats (default), 8 or 4 = quantized")
+
+
 def add_exp005(sub: Any) -> None:
     p = sub.add_parser("exp005", help="EXP-005: engine output byte-identical to mlx_lm.generate",
                        description="Run the seed's EXP-005 and write exp_005_references.json, exp_005_results.csv "
@@ -206,6 +212,7 @@ def add_exp005(sub: Any) -> None:
     p.add_argument("--max-tokens", type=positive_int, default=100, metavar="N", help="tokens per prompt (default: 100)")
     p.add_argument("--telemetry-log", type=Path, default=None, metavar="FILE", help="write engine events as JSON Lines")
     p.add_argument("--leak-runs", type=positive_int, default=10, help=argparse.SUPPRESS)
+    add_kv_bits(p)
     p.set_defaults(func=cmd_exp005)
 
 
@@ -224,6 +231,7 @@ def add_exp006(sub: Any) -> None:
     p.add_argument("--warmup", type=non_negative_int, default=2, metavar="N",
                    help="untimed gathers before timing each context (default: 2)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is GO")
+    add_kv_bits(p)
     # Small shapes for tests; the defaults are Gemma 3 12B's.
     p.add_argument("--layers", type=positive_int, default=48, help=argparse.SUPPRESS)
     p.add_argument("--kv-heads", "--heads", type=positive_int, default=8, help=argparse.SUPPRESS)
@@ -251,6 +259,7 @@ def add_demo(sub: Any) -> None:
     p.add_argument("--agents", type=positive_int, default=3, metavar="N", help="agents (default: 3)")
     p.add_argument("--max-tokens", type=positive_int, default=40, metavar="N", help="tokens per turn (default: 40)")
     p.add_argument("--telemetry-log", type=Path, default=None, metavar="FILE", help="write engine events as JSON Lines")
+    add_kv_bits(p)
     p.set_defaults(func=cmd_demo)
 
 

@@ -139,3 +139,19 @@ def test_fork_and_copy_on_write_keep_the_source_exact():
     turns.turn(fork, 9)
     turns.check(fork)
     turns.pool.check_invariants()
+
+
+def test_pool_snapshot_carries_the_kv_format_and_its_bytes():
+    snap = BlockPool(spec_for(4, 32), 8).snapshot()
+    assert (snap.kv_format, snap.bytes_per_block) == ("q4/g32", 2 * 2 * 4 * spec_for(4, 32).bytes_per_token_head)
+
+
+def test_kv_bits_reach_the_settings_and_the_experiments():
+    from engine.cli import build_parser
+    from tui.cli import parse_settings
+
+    assert parse_settings(["--kv-bits", "8"]).kv_bits == 8
+    assert parse_settings([]).kv_bits == 16
+    assert build_parser().parse_args(["exp006", "--kv-bits", "4"]).kv_bits == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["exp005", "--kv-bits", "6"])

@@ -43,6 +43,7 @@ class SyntheticShape:
     sliding_window: int = 1024
     global_every: int = 6  # layer i is global when i % global_every == global_every - 1
     dtype: str = "float16"
+    kv_bits: int = 16  # 8 / 4: blocks quantized, gathers dequantize into float16 caches
 
     def spec(self) -> ModelCacheSpec:
         layer_types = tuple(
@@ -58,6 +59,7 @@ class SyntheticShape:
             block_tokens=self.block_tokens,
             layer_types=layer_types,
             sliding_window=self.sliding_window if has_sliding else None,
+            kv_bits=self.kv_bits,
         )
 
 
@@ -221,7 +223,7 @@ def run_exp006(
     progress(
         f"EXP-006: {spec.n_layers} layers ({len(spec.global_layer_ids)} global, "
         f"{len(spec.sliding_layer_ids)} sliding), {spec.n_kv_heads} KV heads x {spec.head_dim}, "
-        f"{spec.dtype}, {spec.block_tokens}-token blocks; {runs} runs per context on {mx.default_device()}"
+        f"{spec.dtype}, {spec.kv_format} blocks of {spec.block_tokens} tokens; {runs} runs per context on {mx.default_device()}"
     )
     results = []
     for context_tokens in sorted(set(contexts)):
