@@ -14,12 +14,17 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def private_dir(path: str | Path) -> Path:
-    """Create ``path`` (and missing parents) and make it, and the parents we created, 0700."""
+def private_dir(path: str | Path, *, ours: bool = False) -> Path:
+    """Create ``path`` (and missing parents), making every folder created 0700.
+
+    ``ours``: the folder belongs to blockpool (e.g. the default data folder), so an
+    existing one is made 0700 too; a folder the user named (``--data-dir .``) is not
+    changed, only what is created in it.
+    """
     path = Path(path)
     created = [p for p in (path, *path.parents) if not p.exists()]
     path.mkdir(parents=True, exist_ok=True)
-    for folder in {path, *created}:
+    for folder in created + ([path] if ours else []):
         os.chmod(folder, DIR_MODE)
     return path
 

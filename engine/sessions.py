@@ -128,7 +128,7 @@ class SessionStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else data_dir() / "sessions.db"
         try:
-            private_dir(self.path.parent)
+            private_dir(self.path.parent, ours=path is None)
             private_file(self.path)  # SQLite gives its WAL and SHM files the database's mode
         except OSError as exc:
             raise SessionStoreError(

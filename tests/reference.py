@@ -16,9 +16,15 @@ def reference(model, tokenizer, prompt: str | list[int], max_tokens: int, prompt
 
 
 def reference_turns(model, tokenizer, turns: Sequence[str | list[int]], max_tokens: int) -> list[str]:
-    """One conversation through mlx-lm with a single persistent prompt cache."""
+    """One conversation through mlx-lm with a single persistent prompt cache.
+
+    Later turns continue the context, so their text gets no special tokens: a tokenizer
+    that adds ``<bos>`` (Gemma) must not put a second one in the middle (issue 10).
+    """
     cache = make_prompt_cache(model)
-    return [reference(model, tokenizer, turn, max_tokens, cache) for turn in turns]
+    ids = [turn if i == 0 or not isinstance(turn, str) else tokenizer.encode(turn, add_special_tokens=False)
+           for i, turn in enumerate(turns)]
+    return [reference(model, tokenizer, turn, max_tokens, cache) for turn in ids]
 
 
 def run_alone(engine: BlockPoolBatchEngine, agent_id: str, prompt, max_tokens: int, cache=None) -> Completion:

@@ -89,8 +89,11 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         (agent,) = list(app.roster)
+        pane = app.pane(agent.agent_id)
         await app.send(agent, "Say hi.")
-        await wait_for(pilot, lambda: not agent.busy)
+        # The pane has drawn the finished reply (ChatPane.finish_reply awaits, then clears its
+        # reply; a turn begun before that would lose its placeholder: a separate widget race).
+        await wait_for(pilot, lambda: not agent.busy and pane.reply_text is None)
         turns = len(agent.conversation.turns)
 
         monkeypatch.setattr(StepLoop, "admit", admit_failing_once)
@@ -98,8 +101,7 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
         await app.send(agent, "Name a fruit.")  # queued behind it
         assert list(agent.pending) == ["Name a fruit."]
         both_sent.set()
-        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy)
-        pane = app.pane(agent.agent_id)
+        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy and not agent.pending)
         assert "No space left on device (injected)" in agent.error
         assert pane.input.value == "Name a colour. Name a fruit."  # nothing typed is lost
         assert not agent.pending and len(agent.conversation.turns) == turns

@@ -9,7 +9,6 @@ import sys
 import tempfile
 
 import mlx.core as mx
-import pytest
 
 from engine import BlockPoolBatchEngine
 from pool import BlockPool

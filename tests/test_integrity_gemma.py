@@ -87,7 +87,7 @@ async def test_app_chat_path_three_turns_hold_one_bos(gemma, monkeypatch, tmp_pa
         for n, user in enumerate(USER_TURNS, start=1):
             await app.send(agent, user)
             assert agent.in_flight.continues == (n > 1)  # later turns continue the context
-            while agent.busy:
+            while agent.busy or app.pane(agent.agent_id).reply_text is not None:  # drawn, too
                 assert time.monotonic() < deadline + 120 * n
                 await pilot.pause(0.05)
             context = app.worker.engine.agent_blocks(agent.agent_id).token_ids

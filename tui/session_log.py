@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.private import free_name, write_private_text
+from engine.private import free_name, private_dir, write_private_text
 from engine.sessions import (
     AgentRecord,
     CorruptSessionStore,
@@ -67,7 +67,9 @@ class SessionLog:
 
     @property
     def spill_dir(self) -> Path:
-        """Where the engine spills this session's caches, so they outlive the process."""
+        """Where the engine spills this session's caches, so they outlive the process
+        (its parent ``spill`` folder is blockpool's own: made private even if it exists)."""
+        private_dir(self.store.path.parent / "spill", ours=True)
         return self.store.path.parent / "spill" / str(self.session_id)
 
     def saved_agents(self) -> list[AgentRecord]:

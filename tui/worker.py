@@ -91,6 +91,7 @@ class EngineWorker(threading.Thread):
         self._agent_ids: set[str] = set()
         self._contexts: dict[str, tuple[int, ...]] = {}  # each agent's last known context, to re-adopt
         self._rebuilds = 0
+        self._applying: Command | None = None  # the command being applied, should it fail
         self._eos_ids: frozenset[int] = frozenset()
         self._dirty = True
         self._last_stats_s = 0.0
@@ -153,8 +154,12 @@ class EngineWorker(threading.Thread):
         self._rebuilds += 1
         final = self._rebuilds > self.MAX_REBUILDS
         error = f"engine error: {type(exc).__name__}: {exc}"
-        self._post(EngineFailed(error, restarting=not final, agent_ids=tuple(self._uid_by_agent)))
+        lost = set(self._uid_by_agent)
+        if isinstance(self._applying, SubmitTurn):  # failed before the engine gave it a uid
+            lost.add(self._applying.agent_id)
+        self._post(EngineFailed(error, restarting=not final, agent_ids=tuple(sorted(lost))))
         self._uid_by_agent.clear()
+        self._applying = None
         self._close(old)  # saves what it still can, so the new engine restores instead of prefilling
         self._engine = None
         if final:
@@ -199,7 +204,9 @@ class EngineWorker(threading.Thread):
         except queue.Empty:
             return
         while command is not None:
+            self._applying = command
             self._apply(engine, command)
+            self._applying = None
             self._dirty = True
             try:
                 command = self.commands.get_nowait()
