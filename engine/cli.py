@@ -76,12 +76,12 @@ def cmd_exp006(args: argparse.Namespace) -> int:
     try:
         shape = SyntheticShape(n_layers=args.layers, n_kv_heads=args.kv_heads, head_dim=args.head_dim,
                                block_tokens=args.block_tokens, sliding_window=args.window,
-                               global_every=args.global_every, kv_bits=args.kv_bits)
+                               global_every=args.global_every)
         shape.spec()
     except ValueError as exc:
         raise UsageError(f"invalid synthetic shape: {exc}") from exc
     result = run_exp006(args.out, runs=args.runs, contexts=args.contexts, shape=shape,
-                        concat_runs=args.concat_runs, warmup=args.warmup)
+                        concat_runs=args.concat_runs, warmup=args.warmup, kv_bits=args.kv_bits)
     print_artifacts(result.artifacts)
     print(verdict_line(result).replace("**", ""))
     return 1 if args.strict and verdict(result.headline.gather) != "GO" else 0
@@ -198,6 +198,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="weights dtype (default: float32 on the CPU backend, quantized on a GPU)")
 
 
+def kv_bits_list(text: str) -> list[int]:
+    try:
+        bits = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        bits = []
+    if not bits or any(b not in (16, 8, 4) for b in bits):
+        raise argparse.ArgumentTypeError(f"{text!r}: give block formats from 16, 8, 4, e.g. 16,8,4")
+    return bits
+
+
 def add_kv_bits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-bits", type=int, choices=(16, 8, 4), default=16,
                    help="K/V at rest in blocks: 16 = the model's floats (default), 8 or 4 = quantized")
@@ -224,14 +234,16 @@ def add_exp006(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help="output folder (default: experiments/)")
     p.add_argument("--runs", type=positive_int, default=100, metavar="N",
                    help="timed gathers per context (default: 100)")
-    p.add_argument("--contexts", type=context_list, default=[4096, 8192, 16384, 32768], metavar="LIST",
-                   help="context sizes in tokens, comma-separated (default: 4096,8192,16384,32768)")
+    p.add_argument("--contexts", type=context_list, default=[256, 1024, 4096, 8192, 16384, 32768], metavar="LIST",
+                   help="context sizes in tokens, comma-separated (default: 256,1024,4096,8192,16384,32768)")
     p.add_argument("--concat-runs", type=non_negative_int, default=5, metavar="N",
                    help="runs of the mx.concatenate baseline (default: 5)")
     p.add_argument("--warmup", type=non_negative_int, default=2, metavar="N",
                    help="untimed gathers before timing each context (default: 2)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is GO")
-    add_kv_bits(p)
+    p.add_argument("--kv-bits", type=kv_bits_list, default=[16, 8, 4], metavar="LIST",
+                   help="block formats to time, comma-separated from 16, 8, 4 (default: 16,8,4; the first "
+                        "gives the verdict)")
     # Small shapes for tests; the defaults are Gemma 3 12B's.
     p.add_argument("--layers", type=positive_int, default=48, help=argparse.SUPPRESS)
     p.add_argument("--kv-heads", "--heads", type=positive_int, default=8, help=argparse.SUPPRESS)

@@ -152,6 +152,6 @@ def test_kv_bits_reach_the_settings_and_the_experiments():
 
     assert parse_settings(["--kv-bits", "8"]).kv_bits == 8
     assert parse_settings([]).kv_bits == 16
-    assert build_parser().parse_args(["exp006", "--kv-bits", "4"]).kv_bits == 4
+    assert build_parser().parse_args(["exp006", "--kv-bits", "16,4"]).kv_bits == [16, 4]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["exp005", "--kv-bits", "6"])
