@@ -155,3 +155,20 @@ def test_kv_bits_reach_the_settings_and_the_experiments():
     assert build_parser().parse_args(["exp006", "--kv-bits", "16,4"]).kv_bits == [16, 4]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["exp005", "--kv-bits", "6"])
+
+
+@pytest.mark.parametrize(("bits", "dtype"), [(8, "float32"), (4, "float32"), (8, "float16"), (4, "float16")])
+def test_numpy_and_mlx_dequantize_paths_gather_the_same_bytes(bits, dtype):
+    """The CPU's NumPy path and the MLX-ops path GPUs take agree exactly (both run here)."""
+    turns = Turns(spec_for(bits, 32, dtype))
+    agent = AgentBlocks("a")
+    for total in (6, 13):
+        turns.turn(agent, total)
+    mlx_ops = KVBlockStore(turns.spec, 64, host_dequantize=False)
+    for layer_id in range(turns.spec.n_layers):
+        for block in agent.layer_blocks(layer_id):
+            mlx_ops.copy_from(turns.store, block.block_id)
+    assert turns.store.host_dequantize and not mlx_ops.host_dequantize
+    for ours, theirs in zip(turns.store.gather(agent)[0], mlx_ops.gather(agent)[0]):
+        assert np.array_equal(np.array(ours.keys), np.array(theirs.keys))
+        assert np.array_equal(np.array(ours.values), np.array(theirs.values))
