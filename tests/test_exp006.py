@@ -65,11 +65,11 @@ def test_verdict_follows_the_seed_thresholds(p95: float, std: float, expected: s
 
 def test_small_run_writes_artifacts_that_hold_what_they_say(tmp_path, capsys) -> None:
     code = cli.main(["exp006", "--out", str(tmp_path), "--runs", "7", "--contexts", "512,256",
-                     "--concat-runs", "2", "--warmup", "1", *TINY_FLAGS])
+                     "--concat-runs", "2", "--warmup", "1", "--kv-bits", "16,8,4", *TINY_FLAGS])
     assert code == 0
     every = json.loads((tmp_path / "exp_006_timings.json").read_text())
     assert [(t["kv_format"], t["context_tokens"]) for t in every] == [
-        (f, c) for f in ("float16", "q8/g64", "q4/g64") for c in (256, 512)]  # every format by default
+        (f, c) for f in ("float16", "q8/g64", "q4/g64") for c in (256, 512)]  # every format asked for
     timings = [t for t in every if t["kv_format"] == "float16"]
     for t in every:  # quantized gathers write the same float16 bytes
         assert t["total_bytes"] == tiny_bytes(t["context_tokens"])
