@@ -54,7 +54,7 @@ def pool_snapshot_event(pool: BlockPool) -> PoolSnapshotEvent:
     snap = pool.snapshot()
     return PoolSnapshotEvent(
         total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), n_layers=snap.n_layers,
-        block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block,
+        block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block, kv_format=snap.kv_format,
         layer_types=tuple(snap.layer_types),
         owners=tuple((b.block_id, b.layer_id, b.agent_id) for b in snap.blocks),
         num_shared_blocks=snap.num_shared_blocks(), num_saved_blocks=snap.num_saved_blocks(),

@@ -55,6 +55,7 @@ class PoolSnapshot:
     layer_types: tuple[str, ...]
     blocks: tuple[BlockInfo, ...]
     cached_blocks: tuple[BlockInfo, ...] = ()
+    kv_format: str = "float16"  # how blocks hold K/V (ModelCacheSpec.kv_format): float dtype, q8/g64 ...
 
     def used_blocks(self) -> int:
         return len(self.blocks)
@@ -107,4 +108,5 @@ def snapshot_of(
         layer_types=tuple(spec.layer_types),
         blocks=tuple(block_info(b) for b in held),
         cached_blocks=tuple(block_info(b) for b in cached),
+        kv_format=spec.kv_format,
     )

@@ -169,6 +169,7 @@ class PoolSnapshotEvent(_EventBase):
     num_cached_blocks: Count = 0
     shared: tuple[tuple[int, int], ...] = ()
     cached_block_ids: tuple[int, ...] = ()
+    kv_format: str = ""  # ModelCacheSpec.kv_format; empty in logs from before quantized blocks
 
     @model_validator(mode="after")
     def _used_fits(self) -> PoolSnapshotEvent:

@@ -6,6 +6,7 @@ A shared block is never written: a global layer's shared partial block is copied
 
 from __future__ import annotations
 
+import mlx.core as mx
 import numpy as np
 
 from engine.kv.block_writer import BlockWriter
@@ -23,10 +24,11 @@ def kv(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write(writer: BlockWriter, agent: AgentBlocks, total: int) -> None:
-    """Write a context of ``total`` tokens (the full history, as a turn's caches hold it)."""
+    """Write a context of ``total`` tokens: the global layer's new tokens, the sliding window."""
     reserved: dict = {}
     writer.reserve(agent, reserved, total)
-    layers = [kv(0, total), kv(max(0, total - SPEC.sliding_window), total)]
+    spans = [kv(agent.total_tokens, total), kv(max(0, total - SPEC.sliding_window), total)]
+    layers = [writer.store.encode(mx.array(k), mx.array(v)) for k, v in spans]
     writer.write_layers(agent, reserved, layers, total, list(range(total)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
@@ -14,15 +15,15 @@ from engine.experiments.exp006_report import scaling_steps, verdict
 from pool import BlockPool
 from telemetry import LatencyStats
 
-TINY = SyntheticShape(n_layers=6, n_kv_heads=2, head_dim=16, block_tokens=64, sliding_window=128, global_every=3)
-TINY_FLAGS = ["--layers", "6", "--kv-heads", "2", "--head-dim", "16", "--block-tokens", "64", "--window", "128",
+TINY = SyntheticShape(n_layers=6, n_kv_heads=2, head_dim=64, block_tokens=64, sliding_window=128, global_every=3)
+TINY_FLAGS = ["--layers", "6", "--kv-heads", "2", "--head-dim", "64", "--block-tokens", "64", "--window", "128",
               "--global-every", "3"]
 
 
 def tiny_bytes(context_tokens: int) -> int:
-    """Layers 2 and 5 are global (all tokens), the other 4 keep 128; K and V, 2 heads x 16, float16."""
+    """Layers 2 and 5 are global (all tokens), the other 4 keep 128; K and V, 2 heads x 64, float16."""
     tokens = 2 * context_tokens + 4 * min(context_tokens, 128)
-    return tokens * 2 * 2 * 16 * 2
+    return tokens * 2 * 2 * 64 * 2
 
 
 def test_default_shape_is_gemma3_12b() -> None:
@@ -34,8 +35,9 @@ def test_default_shape_is_gemma3_12b() -> None:
     assert spec.blocks_for_context(8192) * spec.bytes_per_block == 832 * 2**20
 
 
-def test_seed_snippet_blocks_gather_to_the_same_tensors_as_concatenate() -> None:
-    spec = TINY.spec()
+@pytest.mark.parametrize("bits", [16, 8, 4])
+def test_seed_snippet_blocks_gather_to_the_same_tensors_as_concatenate(bits: int) -> None:
+    spec = replace(TINY, kv_bits=bits).spec()  # quantized: both dequantize the same stored parts
     pool = BlockPool(spec, spec.blocks_for_context(200))
     engine = BlockPoolBatchEngine(None, None, pool, spec)
     agent = build_agent_blocks(pool, 200)
@@ -63,15 +65,17 @@ def test_verdict_follows_the_seed_thresholds(p95: float, std: float, expected: s
 
 def test_small_run_writes_artifacts_that_hold_what_they_say(tmp_path, capsys) -> None:
     code = cli.main(["exp006", "--out", str(tmp_path), "--runs", "7", "--contexts", "512,256",
-                     "--concat-runs", "2", "--warmup", "1", *TINY_FLAGS])
+                     "--concat-runs", "2", "--warmup", "1", "--kv-bits", "16,8,4", *TINY_FLAGS])
     assert code == 0
-    timings = json.loads((tmp_path / "exp_006_timings.json").read_text())
-    assert [t["context_tokens"] for t in timings] == [256, 512]
-    for t in timings:
+    every = json.loads((tmp_path / "exp_006_timings.json").read_text())
+    assert [(t["kv_format"], t["context_tokens"]) for t in every] == [
+        (f, c) for f in ("float16", "q8/g64", "q4/g64") for c in (256, 512)]  # every format asked for
+    timings = [t for t in every if t["kv_format"] == "float16"]
+    for t in every:  # quantized gathers write the same float16 bytes
         assert t["total_bytes"] == tiny_bytes(t["context_tokens"])
         assert len(t["gather_ms"]) == 7 and len(t["copy_ms"]) == 7 and len(t["concat_ms"]) == 2
         assert all(x > 0 for x in t["gather_ms"] + t["copy_ms"])
-    assert (tmp_path / "exp_006_histogram.png").exists() or (tmp_path / "exp_006_histogram.txt").exists()
+    assert (tmp_path / "exp_006_histogram.png").read_bytes()[:4] == b"\x89PNG"  # matplotlib is a main dependency
 
     report = (tmp_path / "EXP-006-block-gather-benchmark.md").read_text()
     head = timings[-1]  # no 8K here: the verdict is on the largest context
@@ -85,6 +89,7 @@ def test_small_run_writes_artifacts_that_hold_what_they_say(tmp_path, capsys) ->
     assert "| Metric | Value | Target | Status |" in report
     assert f"| p95 | {p95:.2f} ms | < 5 ms |" in report
     assert "| 256 -> 512 |" in report  # the scaling table
+    assert "| q4/g64 | 512 |" in report  # the formats table
     assert "Verdict:" in capsys.readouterr().out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
@@ -9,7 +11,7 @@ from mlx.utils import tree_map_with_path
 from mlx_lm.models import gemma3_text, llama, qwen2
 from mlx_lm.models.cache import ArraysCache, KVCache, QuantizedKVCache, RotatingKVCache
 
-from pool import ModelCacheSpec, UnsupportedCacheError
+from pool import BlockPool, ModelCacheSpec, UnsupportedCacheError
 
 
 def make_spec(**overrides: object) -> ModelCacheSpec:
@@ -262,3 +264,41 @@ def test_from_model_without_args_reads_attention() -> None:
     model.layers = [Layer()]
     spec = ModelCacheSpec.from_model(model)
     assert (spec.n_kv_heads, spec.head_dim) == (3, 24)
+
+
+def _quant_spec(**kw: object) -> ModelCacheSpec:
+    base: dict = dict(n_layers=2, n_kv_heads=8, head_dim=128, dtype="float16", layer_types=("global", "global"))
+    return ModelCacheSpec(**{**base, **kw})
+
+
+def test_bytes_per_block_counts_packed_values_scales_and_biases() -> None:
+    # 256 tokens x 8 heads x (K + V); per token-head: 128 halves, or 128*bits/8 bytes + a scale and a bias per group
+    assert _quant_spec().bytes_per_block == 2 * 8 * 256 * 128 * 2
+    assert _quant_spec(kv_bits=8).bytes_per_block == 2 * 8 * 256 * (128 + 2 * 2 * 2)
+    assert _quant_spec(kv_bits=4, kv_group_size=32).bytes_per_block == 2 * 8 * 256 * (64 + 2 * 4 * 2)
+    assert (_quant_spec().kv_format, _quant_spec(kv_bits=4, kv_group_size=32).kv_format) == ("float16", "q4/g32")
+
+
+def test_a_memory_budget_holds_more_quantized_blocks() -> None:
+    blocks = {bits: BlockPool.from_memory_budget(_quant_spec(kv_bits=bits), 512 << 20).total_blocks
+              for bits in (16, 8, 4)}
+    # float16 scales and biases per 64 values cost 8 of every 136 bytes at 8 bits: 1.88x, not 2x
+    assert blocks[8] / blocks[16] >= 1.88 and blocks[4] / blocks[16] >= 3.5, blocks
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"kv_bits": 3}, "kv_bits=3 is not supported"),
+    ({"kv_bits": True}, "kv_bits"),
+    ({"kv_group_size": 128}, "kv_group_size=128 is not supported"),
+    ({"kv_bits": 8, "head_dim": 48}, "head_dim=48 is not a multiple of kv_group_size=64"),
+])
+def test_bad_kv_formats_are_named(kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _quant_spec(**kw)
+
+
+def test_float_spec_json_without_kv_fields_still_loads() -> None:
+    """Spill files written before quantized blocks carry a spec without kv_bits: float blocks."""
+    data = json.loads(_quant_spec().model_dump_json())
+    del data["kv_bits"], data["kv_group_size"]
+    assert ModelCacheSpec.model_validate(data) == _quant_spec()

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--blocks", metavar="N", type=int, help="KV pool size in blocks (one layer, block_tokens tokens)")
     size.add_argument("--kv-memory", metavar="SIZE", help="KV pool size as memory, e.g. 512MiB or 2GB (default 512MiB)")
+    parser.add_argument("--kv-bits", type=int, choices=(16, 8, 4),
+                        help="K/V at rest in blocks: 16 = the model's floats (default), 8 or 4 = quantized")
     parser.add_argument("--max-tokens", metavar="N", type=int, help="tokens per reply at most (default 256)")
     parser.add_argument("--agents", metavar="N", type=int, help="agents open at start (default 2)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt of new agents")

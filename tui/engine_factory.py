@@ -34,7 +34,7 @@ def engine_factory(settings: TuiSettings, *, loaded_model: tuple[Any, Any] | Non
             loaded.append(engine.load_model(settings.model, progress=progress))
         model, tokenizer = loaded[0]
         progress("building the block pool…", 0.95)
-        spec = ModelCacheSpec.from_model(model)
+        spec = ModelCacheSpec.from_model(model, kv_bits=settings.kv_bits)
         if settings.blocks is not None:
             pool = BlockPool(spec, settings.blocks)
         else:

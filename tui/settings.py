@@ -8,7 +8,7 @@ Its ``[keymap]`` table remaps keys by binding id, e.g. ``broadcast = "ctrl+t"``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -36,6 +36,8 @@ class TuiSettings(BaseSettings):
     blocks: int | None = Field(None, gt=0, description="KV pool size in blocks")
     kv_memory: Annotated[int | None, BeforeValidator(parse_size)] = Field(
         None, gt=0, description="KV pool size in bytes (default 512MiB)")
+    kv_bits: Literal[16, 8, 4] = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 "
+                                                       "bits (quantized; more agents in the same memory)")
     max_tokens: int = Field(256, gt=0, description="tokens per reply at most")
     agents: int = Field(2, ge=0, le=32, description="agents open at start")
     system: str = Field("You are a helpful assistant.", description="system prompt of new agents")

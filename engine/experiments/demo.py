@@ -27,13 +27,13 @@ CONTEXT_ROOM_TOKENS = 1024  # each agent may grow to this many tokens
 
 
 def run_demo(model: Any, tokenizer: Any, *, num_agents: int = 3, max_tokens: int = 40,
-             recorder: Recorder | None = None) -> list[Completion]:
+             recorder: Recorder | None = None, kv_bits: int = 16) -> list[Completion]:
     """Two turns for ``num_agents`` agents; returns the second turn's completions."""
-    spec = ModelCacheSpec.from_model(model)
+    spec = ModelCacheSpec.from_model(model, kv_bits=kv_bits)
     pool = BlockPool(spec, spec.blocks_for_context(CONTEXT_ROOM_TOKENS) * num_agents)
     engine = BlockPoolBatchEngine(model, tokenizer, pool, spec, recorder=recorder)
     print(f"pool: {pool.total_blocks} blocks, each {spec.block_tokens} tokens of one layer's K/V "
-          f"({spec.n_layers} layers; {pool.total_bytes() / 2**20:.1f} MiB of {spec.dtype})")
+          f"({spec.n_layers} layers; {pool.total_bytes() / 2**20:.1f} MiB of {spec.kv_format} blocks)")
     agent_ids = [f"agent-{i + 1}" for i in range(num_agents)]
     prompts = {a: OPENINGS[i % len(OPENINGS)] for i, a in enumerate(agent_ids)}
     first = run_turn(engine, {a: (prompts[a], None) for a in agent_ids}, max_tokens, "turn 1")

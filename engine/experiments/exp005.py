@@ -221,6 +221,7 @@ def run_exp005(
     max_tokens: int = 100,
     leak_runs: int = LEAK_RUNS,
     recorder: Recorder | None = None,
+    kv_bits: int = 16,
     prompts: Sequence[tuple[str, str]] | None = None,
     progress: Progress = print,
 ) -> Exp005Result:
@@ -230,7 +231,7 @@ def run_exp005(
     """
     prompts = SEED_PROMPTS if prompts is None else prompts
     mx.random.seed(SEED)
-    spec = ModelCacheSpec.from_model(model)
+    spec = ModelCacheSpec.from_model(model, kv_bits=kv_bits)  # one turn per prompt: float K/V throughout
     engine = BlockPoolBatchEngine(model, tokenizer, BlockPool(spec, total_blocks=POOL_BLOCKS), spec,
                                   recorder=recorder)
     warm_up(model, tokenizer, engine)

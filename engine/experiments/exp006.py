@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from .exp006_report import write_artifacts
 from .report import fmt, machine_info
 
 AGENT_ID = "test_agent"
-DEFAULT_CONTEXTS = (4096, 8192, 16384, 32768)
+DEFAULT_CONTEXTS = (256, 1024, 4096, 8192, 16384, 32768)
+DEFAULT_KV_BITS = (16, 8, 4)
 SEED_CONTEXT = 8192  # the context the seed's thresholds are stated for
 
 Progress = Callable[[str], None]
@@ -43,6 +45,7 @@ class SyntheticShape:
     sliding_window: int = 1024
     global_every: int = 6  # layer i is global when i % global_every == global_every - 1
     dtype: str = "float16"
+    kv_bits: int = 16  # 8 / 4: blocks quantized, gathers dequantize into float16 caches
 
     def spec(self) -> ModelCacheSpec:
         layer_types = tuple(
@@ -58,6 +61,7 @@ class SyntheticShape:
             block_tokens=self.block_tokens,
             layer_types=layer_types,
             sliding_window=self.sliding_window if has_sliding else None,
+            kv_bits=self.kv_bits,
         )
 
 
@@ -67,7 +71,8 @@ class ContextResult:
 
     context_tokens: int
     num_blocks: int
-    total_bytes: int
+    total_bytes: int  # of the gathered float caches: what the plain copy moves
+    kv_format: str = "float16"
     gather_ms: list[float] = field(default_factory=list)
     copy_ms: list[float] = field(default_factory=list)
     concat_ms: list[float] = field(default_factory=list)
@@ -94,6 +99,7 @@ class ContextResult:
     def to_json(self) -> dict[str, object]:
         return {
             "context_tokens": self.context_tokens,
+            "kv_format": self.kv_format,
             "num_blocks": self.num_blocks,
             "total_bytes": self.total_bytes,
             "gather_ms": self.gather_ms,
@@ -177,7 +183,7 @@ def measure_context(
         2 * spec.n_kv_heads * spec.tokens_kept(i, context_tokens) * spec.head_dim * spec.itemsize
         for i in range(spec.n_layers)
     )
-    result = ContextResult(context_tokens, agent_blocks.num_blocks(), num_bytes)
+    result = ContextResult(context_tokens, agent_blocks.num_blocks(), num_bytes, spec.kv_format)
     result.warmup_gather_ms = [gather_once(engine, agent_blocks) for _ in range(warmup)]
     copier = CopyBench(num_bytes)
     for _ in range(runs):
@@ -193,12 +199,15 @@ def measure_context(
 
 @dataclass
 class Exp006Result:
+    """``contexts``: the first KV format's (the verdict's); ``by_format``: every format's, in order."""
+
     shape: SyntheticShape
     runs: int
     contexts: list[ContextResult]
     verdict_context: int
     machine: dict[str, object]
     artifacts: list[Path] = field(default_factory=list)
+    by_format: dict[str, list[ContextResult]] = field(default_factory=dict)
 
     @property
     def headline(self) -> ContextResult:
@@ -214,22 +223,29 @@ def run_exp006(
     concat_runs: int = 5,
     warmup: int = 2,
     progress: Progress = print,
+    kv_bits: Sequence[int] = (16,),
 ) -> Exp006Result:
-    """Run EXP-006 over ``contexts`` and write its artifacts into ``out_dir``."""
+    """Run EXP-006 over ``contexts`` for each of ``kv_bits``' block formats (the first gives
+    the verdict) and write its artifacts into ``out_dir``."""
     shape = shape or SyntheticShape()
     spec = shape.spec()
     progress(
         f"EXP-006: {spec.n_layers} layers ({len(spec.global_layer_ids)} global, "
         f"{len(spec.sliding_layer_ids)} sliding), {spec.n_kv_heads} KV heads x {spec.head_dim}, "
-        f"{spec.dtype}, {spec.block_tokens}-token blocks; {runs} runs per context on {mx.default_device()}"
+        f"{spec.dtype}, {spec.kv_format} blocks of {spec.block_tokens} tokens; {runs} runs per context on {mx.default_device()}"
     )
-    results = []
-    for context_tokens in sorted(set(contexts)):
-        result = measure_context(shape, context_tokens, runs=runs, concat_runs=concat_runs, warmup=warmup)
-        progress(_progress_line(result))
-        results.append(result)
+    by_format: dict[str, list[ContextResult]] = {}
+    for bits in dict.fromkeys(kv_bits):
+        format_shape = replace(shape, kv_bits=bits)
+        progress(f"  {format_shape.spec().kv_format} blocks ({format_shape.spec().bytes_per_block} bytes each):")
+        results = by_format.setdefault(format_shape.spec().kv_format, [])
+        for context_tokens in sorted(set(contexts)):
+            result = measure_context(format_shape, context_tokens, runs=runs, concat_runs=concat_runs, warmup=warmup)
+            progress(_progress_line(result))
+            results.append(result)
     verdict_context = SEED_CONTEXT if SEED_CONTEXT in contexts else max(contexts)
-    outcome = Exp006Result(shape, runs, results, verdict_context, machine_info())
+    first = next(iter(by_format.values()))
+    outcome = Exp006Result(shape, runs, first, verdict_context, machine_info(), by_format=by_format)
     outcome.artifacts = write_artifacts(outcome, out_dir)
     return outcome
 

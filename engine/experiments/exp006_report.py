@@ -71,14 +71,16 @@ def scaling_steps(contexts: list[ContextResult]) -> list[ScalingStep]:
 def write_artifacts(result: Exp006Result, out_dir: Path) -> list[Path]:
     """Write the timings JSON, the histogram and the Markdown report; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [write_json(out_dir / TIMINGS_JSON, [c.to_json() for c in result.contexts])]
+    formats = result.by_format or {"": result.contexts}
+    paths = [write_json(out_dir / TIMINGS_JSON, [c.to_json() for cs in formats.values() for c in cs])]
     paths.append(write_histogram(result, out_dir))
     paths.append(write_text(out_dir / REPORT_MD, markdown_report(result, paths[-1].name)))
     return paths
 
 
 def write_histogram(result: Exp006Result, out_dir: Path) -> Path:
-    """A PNG when matplotlib is installed (``blockpool[plots]``), else a text histogram."""
+    """A PNG, one histogram per KV format at the headline context (a text histogram where
+    matplotlib cannot load)."""
     try:
         import matplotlib
 
@@ -86,20 +88,35 @@ def write_histogram(result: Exp006Result, out_dir: Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         return write_text(out_dir / HISTOGRAM_TXT, text_histograms(result))
-    head = result.headline
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.hist(head.gather_ms, bins=30, alpha=0.8, label="gather (_reconstruct_cache)")
-    ax.hist(head.copy_ms, bins=30, alpha=0.6, label="plain copy, same bytes (np.copyto)")
-    ax.axvline(head.gather.p95, color="r", linestyle="--", label=f"gather p95 = {head.gather.p95:.2f} ms")
-    ax.axvline(GO_P95_MS, color="k", linestyle=":", label=f"seed target {GO_P95_MS:g} ms")
-    ax.set_xlabel("time (ms)")
-    ax.set_ylabel("runs")
-    ax.set_title(f"EXP-006: block gather, {head.context_tokens} tokens ({len(head.gather_ms)} runs)")
-    ax.legend()
+    formats = result.by_format or {result.shape.spec().kv_format: result.contexts}
+    fig, axes = plt.subplots(len(formats), 1, figsize=(8, 3.6 * len(formats)), squeeze=False)
+    for ax, (kv_format, contexts) in zip(axes[:, 0], formats.items()):
+        head = next(c for c in contexts if c.context_tokens == result.verdict_context)
+        ax.hist(head.gather_ms, bins=30, alpha=0.8, label="gather (_reconstruct_cache)")
+        ax.hist(head.copy_ms, bins=30, alpha=0.6, label="plain copy of the gathered bytes (np.copyto)")
+        ax.axvline(head.gather.p95, color="r", linestyle="--", label=f"gather p95 = {head.gather.p95:.2f} ms")
+        ax.axvline(GO_P95_MS, color="k", linestyle=":", label=f"seed target {GO_P95_MS:g} ms")
+        ax.set_xlabel("time (ms)")
+        ax.set_ylabel("runs")
+        ax.set_title(f"EXP-006: {kv_format} blocks, {head.context_tokens} tokens ({len(head.gather_ms)} runs)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
     path = out_dir / HISTOGRAM_PNG
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def formats_table(result: Exp006Result) -> str:
+    """Gather vs a plain copy of the float bytes it writes, per KV format and context."""
+    rows = []
+    for kv_format, contexts in result.by_format.items():
+        for c in contexts:
+            rows.append((kv_format, c.context_tokens, c.num_blocks, f"{c.total_bytes / 2**20:.1f}", fmt(c.gather.p50),
+                         fmt(c.gather.p95), fmt(c.copy.p50), fmt(c.copy.p95), fmt(c.copy_bound_ratio)))
+    headers = ("KV format", "Context", "Blocks", "MiB out", "gather p50", "gather p95", "copy p50", "copy p95",
+               "p95 gather/copy")
+    return markdown_table(headers, rows)
 
 
 def text_histograms(result: Exp006Result) -> str:
@@ -191,6 +208,8 @@ def markdown_report(result: Exp006Result, histogram_name: str) -> str:
         f"## Results ({head.context_tokens}-token context, {len(head.gather_ms)} runs)\n\n" + seed_table(head.gather),
         "## All contexts (milliseconds)\n\n" + contexts_table(result.contexts),
         "## Scaling\n\n" + scaling_table(result.contexts),
+        "## KV formats (same run; quantized blocks are dequantized into float16 caches by the gather)\n\n"
+        + formats_table(result),
         f"## Gather distribution ({head.context_tokens} tokens, ms)\n\n```\n{head_hist}\n```",
         "## Notes\n\n- The seed's 5 ms target was set for Apple GPUs; on a CPU the meaningful bound is the "
         "memory copy above. Timings on a shared machine are noisy: read p50 beside p95.\n"

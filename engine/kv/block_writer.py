@@ -15,7 +15,10 @@ import numpy as np
 
 from pool import AgentBlocks, Block, BlockPool, ModelCacheSpec, PoolExhausted
 
-from .kv_store import CopyStats, KVBlockStore, cache_host_arrays
+from .kv_format import KVTokens, concat_tokens
+from .kv_store import CopyStats, KVBlockStore, cache_arrays
+
+FloatLayer = tuple[mx.array, mx.array]  # a layer's float K and V, [H, T, D]
 
 
 class BlockWriter:
@@ -94,19 +97,17 @@ class BlockWriter:
         what that shorter context needs (their window already dropped those tokens).
         """
         mx.eval([c.state[:2] for c in caches])
-        layers = [cache_host_arrays(cache) for cache in caches]
+        layers = [cache_arrays(cache) for cache in caches]
         total = caches[0].offset
         if num_tokens is not None and num_tokens < total:
-            layers = self._trimmed(layers, total, num_tokens)
-            if layers is None:
+            trimmed = self._trimmed(layers, total, num_tokens)
+            if trimmed is None:
                 self.release(reserved)
                 return None
-            total, token_ids = num_tokens, token_ids[:num_tokens]
-        return self.write_layers(agent, reserved, layers, total, token_ids)
+            layers, total, token_ids = trimmed, num_tokens, token_ids[:num_tokens]
+        return self.write_layers(agent, reserved, self._new_tokens(agent, layers, total), total, token_ids)
 
-    def _trimmed(
-        self, layers: list[tuple[np.ndarray, np.ndarray]], total: int, keep: int
-    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def _trimmed(self, layers: list[FloatLayer], total: int, keep: int) -> list[FloatLayer] | None:
         drop, out = total - keep, []
         for layer_id, (keys, values) in enumerate(layers):
             keys, values = keys[:, : keys.shape[1] - drop], values[:, : values.shape[1] - drop]
@@ -115,35 +116,57 @@ class BlockWriter:
             out.append((keys, values))
         return out
 
+    def _new_tokens(self, agent: AgentBlocks, layers: list[FloatLayer], n1: int) -> list[KVTokens[np.ndarray]]:
+        """What ``write_layers`` takes, in the block format: global layers' tokens past the
+        agent's ``total_tokens``, sliding layers' whole window.
+
+        Only tokens the turn computed are encoded: a quantized sliding window keeps its older
+        tokens' stored bytes (re-quantizing their dequantized floats would change them)."""
+        n0, out = agent.total_tokens, []
+        for layer_id, (keys, values) in enumerate(layers):
+            if not self.spec.is_sliding(layer_id):
+                assert keys.shape[1] == n1, (layer_id, keys.shape, n1)
+                out.append(self.store.encode(keys[:, n0:], values[:, n0:]))
+                continue
+            kept, new = self.spec.tokens_kept(layer_id, n1), n1 - n0
+            if not self.spec.quantized or new >= kept:
+                out.append(self.store.encode(keys[:, keys.shape[1] - kept :], values[:, values.shape[1] - kept :]))
+                continue
+            old_kept = self.spec.tokens_kept(layer_id, n0)
+            old = self.store.read_tokens(agent.layer_blocks(layer_id), old_kept - (kept - new), old_kept)
+            fresh = self.store.encode(keys[:, keys.shape[1] - new :], values[:, values.shape[1] - new :])
+            out.append(concat_tokens(old, fresh))
+        return out
+
     def write_layers(
         self,
         agent: AgentBlocks,
         reserved: dict[int, list[Block]],
-        layers: list[tuple[np.ndarray, np.ndarray]],
+        layers: list[KVTokens[np.ndarray]],
         total_tokens: int,
         token_ids: list[int],
     ) -> CopyStats:
-        """Write per-layer ``[H, T, D]`` K/V of a context of ``total_tokens`` into blocks.
+        """Write per-layer K/V (in the block format) of a context of ``total_tokens`` into blocks.
 
-        Global layers hold the whole context (only tokens past the agent's current
-        ``total_tokens`` are written); sliding layers hold at least their window.
+        Global layers hold the tokens past the agent's current ``total_tokens`` (all of
+        them for a restore, which starts from 0); sliding layers their whole window.
         """
         tic = time.perf_counter()
         n0, n1 = agent.total_tokens, total_tokens
         assert n1 >= n0, (n0, n1)
         num_blocks = num_bytes = 0
         self.copied = CopyStats(0, 0, 0, 0.0)
-        for layer_id, (keys, values) in enumerate(layers):
+        for layer_id, tokens in enumerate(layers):
             layer_reserved = reserved.get(layer_id, [])
             if self.spec.is_sliding(layer_id):
                 kept = self.spec.tokens_kept(layer_id, n1)
-                keys, values = keys[:, keys.shape[1] - kept :], values[:, values.shape[1] - kept :]
-                num_blocks += self._write_sliding(agent, layer_id, layer_reserved, keys, values, n1)
+                assert tokens.num_tokens >= kept, (layer_id, tokens.num_tokens, kept)
+                tokens = tokens.last(kept)
+                num_blocks += self._write_sliding(agent, layer_id, layer_reserved, tokens, n1)
             else:
-                assert keys.shape[1] == n1, (layer_id, keys.shape, n1)
-                keys, values = keys[:, n0:], values[:, n0:]
-                num_blocks += self._write_global(agent, layer_id, layer_reserved, keys, values)
-            num_bytes += keys.nbytes + values.nbytes
+                assert tokens.num_tokens == n1 - n0, (layer_id, tokens.num_tokens, n0, n1)
+                num_blocks += self._write_global(agent, layer_id, layer_reserved, tokens)
+            num_bytes += tokens.nbytes
         agent.total_tokens = n1
         agent.token_ids = list(token_ids)
         self.release(reserved)
@@ -151,20 +174,20 @@ class BlockWriter:
         return CopyStats(num_blocks, num_bytes, n1 - n0, ms)
 
     def _write_global(
-        self, agent: AgentBlocks, layer_id: int, new_blocks: list[Block], keys: np.ndarray, values: np.ndarray
+        self, agent: AgentBlocks, layer_id: int, new_blocks: list[Block], tokens: KVTokens[np.ndarray]
     ) -> int:
-        bt, count, pos, touched = self.spec.block_tokens, keys.shape[1], 0, 0
+        bt, count, pos, touched = self.spec.block_tokens, tokens.num_tokens, 0, 0
         blocks = agent.layer_blocks(layer_id)
         if count and blocks and blocks[-1].num_tokens < bt:  # fill the partial block first
             last = self._writable(agent, blocks[-1], new_blocks)
             pos = min(count, bt - last.num_tokens)
-            self.store.write(last, keys[:, :pos], values[:, :pos], last.num_tokens)
+            self.store.write(last, tokens.tokens(0, pos), last.num_tokens)
             last.num_tokens += pos
             touched += 1
         while pos < count:
             block = new_blocks.pop(0)
             take = min(bt, count - pos)
-            self.store.write(block, keys[:, pos : pos + take], values[:, pos : pos + take], 0)
+            self.store.write(block, tokens.tokens(pos, pos + take), 0)
             block.num_tokens = take
             agent.add_block(block)
             pos += take
@@ -172,10 +195,10 @@ class BlockWriter:
         return touched
 
     def _write_sliding(
-        self, agent: AgentBlocks, layer_id: int, new_blocks: list[Block], keys: np.ndarray, values: np.ndarray, n1: int
+        self, agent: AgentBlocks, layer_id: int, new_blocks: list[Block], tokens: KVTokens[np.ndarray], n1: int
     ) -> int:
-        """Re-pack the window's tokens (``keys``: exactly the kept ones) from the layer's first block."""
-        bt, kept = self.spec.block_tokens, keys.shape[1]
+        """Re-pack the window's tokens (``tokens``: exactly the kept ones) from the layer's first block."""
+        bt, kept = self.spec.block_tokens, tokens.num_tokens
         old = agent.layer_blocks(layer_id)
         agent.remove_blocks(layer_id, old)
         shared = [b for b in old if b.is_shared]  # never rewritten: let go of them instead
@@ -191,7 +214,7 @@ class BlockWriter:
         use, surplus = candidates[:needed], candidates[needed:]
         for j, block in enumerate(use):
             take = min(bt, kept - j * bt)
-            self.store.write(block, keys[:, j * bt : j * bt + take], values[:, j * bt : j * bt + take], 0)
+            self.store.write(block, tokens.tokens(j * bt, j * bt + take), 0)
             block.num_tokens = take
             block.token_start = n1 - kept + j * bt
             agent.add_block(block)

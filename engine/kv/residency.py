@@ -118,8 +118,7 @@ class Residency:
         nothing to save or no exact copy can be made. Raises SpillError when writing fails."""
         if not agent.all_blocks() or len(agent.token_ids) != agent.total_tokens:
             return None  # nothing to spill, or a context we could not rebuild exactly
-        caches, _ = self.store.gather(agent)
-        layers = [(c.keys[0], c.values[0]) for c in caches]
+        layers = self.store.read_layers(agent)  # as stored: quantized blocks stay quantized
         path, _ = self.spill.save(agent.agent_id, agent.token_ids, layers)
         return path
 

@@ -1,8 +1,9 @@
 """Agent contexts spilled to disk: one safetensors file per agent, written atomically.
 
-The file holds, per layer, the K/V tokens the agent's blocks held (``k.<layer>``,
-``v.<layer>``: ``[H, T, D]``), its token ids, and metadata that ties it to one cache
-shape. Loading checks all of it, token ids included: a truncated, foreign or mismatched
+The file holds, per layer, the K/V tokens the agent's blocks held, in the blocks' own
+format (float: ``k.<layer>``, ``v.<layer>``, ``[H, T, D]``; quantized: ``k.<layer>.q``,
+``.scales``, ``.biases``, never dequantized), its token ids, and metadata that ties it to
+one cache shape and KV format. Loading checks all of it, token ids included: a truncated, foreign or mismatched
 file, or one written from another context than the one the engine continues, raises
 ``SpillError`` and the engine falls back to re-prefilling the agent's tokens.
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from pool import ModelCacheSpec
 
-from .kv_store import host_view
+from .kv_format import KVTokens, Part, host_view, parts_of
 from engine.private import FILE_MODE, private_dir
 
 FORMAT = "blockpool-spill"
@@ -42,7 +43,7 @@ class SpilledContext:
 
     agent_id: str
     token_ids: list[int]
-    layers: list[tuple[np.ndarray, np.ndarray]]  # per layer: K and V, [H, T, D]
+    layers: list[KVTokens[np.ndarray]]  # per layer, as the blocks store it
     num_bytes: int
     ms: float
 
@@ -77,21 +78,23 @@ class SpillStore:
             safe += "-" + hashlib.sha1(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
         return self.folder / f"{safe}.safetensors"
 
-    def save(self, agent_id: str, token_ids: list[int], layers: list[tuple[mx.array, mx.array]]) -> tuple[Path, int]:
+    def save(self, agent_id: str, token_ids: list[int], layers: list[KVTokens[mx.array]]) -> tuple[Path, int]:
         """Write the context atomically; returns the path and bytes written."""
         try:
             private_dir(self.folder)
         except OSError as exc:
             raise SpillError(f"cannot create spill folder {self.folder}: {exc.strerror or exc}") from exc
         arrays: dict[str, mx.array] = {"token_ids": mx.array(np.asarray(token_ids, dtype=np.int32))}
-        for layer_id, (keys, values) in enumerate(layers):
-            arrays[f"k.{layer_id}"], arrays[f"v.{layer_id}"] = keys, values
+        for layer_id, layer in enumerate(layers):
+            for part, keys, values in zip(parts_of(self.spec), layer.keys, layer.values):
+                arrays[_name("k", layer_id, part)], arrays[_name("v", layer_id, part)] = keys, values
         metadata = {
             "format": FORMAT,
             "version": str(VERSION),
             "agent_id": agent_id,
             "total_tokens": str(len(token_ids)),
             "spec": self.spec.model_dump_json(),
+            "kv_format": self.spec.kv_format,
             "model_key": self.model_key,
         }
         target = self.path(agent_id)
@@ -159,7 +162,7 @@ class SpillStore:
         if expected is not None and token_ids != expected:
             raise SpillError(_other_context(path, token_ids, expected))
         layers = [self._layer(path, arrays, layer_id, len(token_ids)) for layer_id in range(self.spec.n_layers)]
-        num_bytes = sum(k.nbytes + v.nbytes for k, v in layers)
+        num_bytes = sum(layer.nbytes for layer in layers)
         return SpilledContext(agent_id, token_ids, layers, num_bytes, (time.perf_counter() - tic) * 1000)
 
     def discard(self, agent_id: str) -> None:
@@ -187,16 +190,30 @@ class SpillStore:
         except ValueError as exc:
             raise SpillError(f"{path} has an unreadable cache spec: {exc}") from exc
         if spec != self.spec:
-            raise SpillError(f"{path} was written for another model's cache shape ({spec}), not {self.spec}")
+            raise SpillError(f"{path} was written for another model's cache shape or KV format ({spec}), "
+                             f"not {self.spec}")
+        if metadata.get("kv_format", self.spec.kv_format) != self.spec.kv_format:  # files before issue 14: float
+            raise SpillError(f"{path} holds {metadata.get('kv_format')} blocks, not {self.spec.kv_format}")
 
-    def _layer(self, path: Path, arrays: dict[str, mx.array], layer_id: int, total: int) -> tuple[np.ndarray, np.ndarray]:
-        keys, values = arrays.get(f"k.{layer_id}"), arrays.get(f"v.{layer_id}")
-        want = (self.spec.n_kv_heads, self.spec.tokens_kept(layer_id, total), self.spec.head_dim)
-        if keys is None or values is None or tuple(keys.shape) != want or tuple(values.shape) != want:
-            raise SpillError(f"{path} layer {layer_id}: expected K/V of shape {want}")
-        if keys.dtype != getattr(mx, self.spec.dtype):
-            raise SpillError(f"{path} layer {layer_id}: dtype {keys.dtype}, expected {self.spec.dtype}")
-        return host_view(keys), host_view(values)
+    def _layer(self, path: Path, arrays: dict[str, mx.array], layer_id: int, total: int) -> KVTokens[np.ndarray]:
+        kept = self.spec.tokens_kept(layer_id, total)
+        keys, values = [], []
+        for part in parts_of(self.spec):
+            pair = arrays.get(_name("k", layer_id, part)), arrays.get(_name("v", layer_id, part))
+            want = (self.spec.n_kv_heads, kept, part.dim)
+            if any(a is None or tuple(a.shape) != want for a in pair):
+                raise SpillError(f"{path} layer {layer_id}: expected {_name('k', layer_id, part)} and "
+                                 f"{_name('v', layer_id, part)} of shape {want} ({self.spec.kv_format} blocks)")
+            if any(a.dtype != part.dtype for a in pair):  # type: ignore[union-attr]
+                raise SpillError(f"{path} layer {layer_id}: dtype {pair[0].dtype}, expected {part.dtype}")  # type: ignore[union-attr]
+            keys.append(host_view(pair[0]))  # type: ignore[arg-type]
+            values.append(host_view(pair[1]))  # type: ignore[arg-type]
+        return KVTokens(tuple(keys), tuple(values))
+
+
+def _name(kv: str, layer_id: int, part: Part) -> str:
+    """``k.3`` for float blocks (the names of files before quantized blocks), ``k.3.scales`` ..."""
+    return f"{kv}.{layer_id}" + (f".{part.name}" if part.name else "")
 
 
 def _other_context(path: Path, found: list[int], expected: list[int]) -> str:

@@ -1,0 +1,174 @@
+"""Quantized blocks without a model: every path (gather, write-back, spill, restore, fork,
+copy-on-write) gives back exactly the dequantized values of the K/V first written."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine.kv.block_writer import BlockWriter
+from engine.kv.kv_store import KVBlockStore
+from engine.kv.spill import SpillError, SpillStore
+from pool import AgentBlocks, BlockPool, ModelCacheSpec
+
+FORMATS = [(8, 64), (8, 32), (4, 64), (4, 32)]
+
+
+def spec_for(bits: int, group: int, dtype: str = "float32") -> ModelCacheSpec:
+    return ModelCacheSpec(n_layers=2, n_kv_heads=2, head_dim=64, dtype=dtype, block_tokens=4,
+                          layer_types=("global", "sliding"), sliding_window=8, kv_bits=bits, kv_group_size=group)
+
+
+def float_kv(total: int, dtype: mx.Dtype, seed: int = 0) -> tuple[mx.array, mx.array]:
+    """The float K/V a model would have computed for tokens [0, total): ``[H, T, D]``."""
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((2, 2, total, 64), dtype=np.float32)
+    kv = mx.array(data).astype(dtype)
+    return kv[0], kv[1]
+
+
+def dequantized(spec: ModelCacheSpec, x: mx.array) -> np.ndarray:
+    """What a block holding ``x`` must give back: one quantize, one dequantize."""
+    parts = mx.quantize(x, group_size=spec.kv_group_size, bits=spec.kv_bits)
+    return np.array(mx.dequantize(*parts, group_size=spec.kv_group_size, bits=spec.kv_bits).astype(mx.float32))
+
+
+class Turns:
+    """A context grown turn by turn, as the engine writes it: each turn's caches hold
+    the dequantized past plus the turn's own float tokens."""
+
+    def __init__(self, spec: ModelCacheSpec, num_blocks: int = 64) -> None:
+        self.spec = spec
+        self.pool = BlockPool(spec, num_blocks)
+        self.store = KVBlockStore(spec, num_blocks)
+        self.writer = BlockWriter(self.pool, self.store)
+        self.keys, self.values = float_kv(40, getattr(mx, spec.dtype))
+
+    def turn(self, agent: AgentBlocks, total: int) -> None:
+        n0 = agent.total_tokens
+        past = self.store.gather(agent)[0] if n0 else None
+        caches = []
+        for layer_id in range(self.spec.n_layers):
+            start = total - self.spec.tokens_kept(layer_id, total)
+            old = max(0, n0 - start)  # tokens of this layer's cache that come from the blocks
+            k, v = self.keys[None, :, start + old : total], self.values[None, :, start + old : total]
+            if past is not None and old:
+                k = mx.concatenate([past[layer_id].keys[:, :, -old:], k], axis=2)
+                v = mx.concatenate([past[layer_id].values[:, :, -old:], v], axis=2)
+            caches.append(self.store.make_cache(layer_id, k, v, total))
+        reserved: dict = {}
+        self.writer.reserve(agent, reserved, total)
+        self.writer.write_back(agent, reserved, caches, list(range(total)))
+
+    def expected(self, layer_id: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+        start = total - self.spec.tokens_kept(layer_id, total)
+        return (dequantized(self.spec, self.keys[:, start:total]), dequantized(self.spec, self.values[:, start:total]))
+
+    def check(self, agent: AgentBlocks) -> None:
+        caches, _ = self.store.gather(agent)
+        for layer_id, cache in enumerate(caches):
+            keys, values = self.expected(layer_id, agent.total_tokens)
+            assert np.array_equal(np.array(cache.keys[0].astype(mx.float32)), keys), layer_id
+            assert np.array_equal(np.array(cache.values[0].astype(mx.float32)), values), layer_id
+            assert cache.keys.dtype == getattr(mx, self.spec.dtype)
+
+
+@pytest.mark.parametrize(("bits", "group"), FORMATS)
+def test_turns_gather_exactly_the_first_quantization(bits, group):
+    turns = Turns(spec_for(bits, group))
+    agent = AgentBlocks("a")
+    for total in (3, 6, 11, 14):  # partial blocks filled, sliding window (8) shifted past old tokens
+        turns.turn(agent, total)
+        agent.check(turns.spec)
+        turns.check(agent)
+    turns.pool.check_invariants()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_models_keep_their_dtype(dtype):
+    turns = Turns(spec_for(8, 64, dtype))
+    agent = AgentBlocks("a")
+    for total in (5, 10):
+        turns.turn(agent, total)
+        turns.check(agent)
+
+
+@pytest.mark.parametrize(("bits", "group"), [(8, 64), (4, 32)])
+def test_spill_and_restore_keep_the_stored_bytes(bits, group, tmp_path):
+    turns = Turns(spec_for(bits, group))
+    agent = AgentBlocks("a")
+    for total in (6, 13):
+        turns.turn(agent, total)
+    spill = SpillStore(tmp_path, turns.spec)
+    _, num_bytes = spill.save("a", agent.token_ids, turns.store.read_layers(agent))
+    loaded = spill.load("a", expected=agent.token_ids)
+    stored = sum(turns.spec.tokens_kept(i, 13) for i in range(2)) * 2 * 2 * turns.spec.bytes_per_token_head
+    assert loaded.num_bytes == stored and num_bytes == stored + 13 * 4  # quantized on disk, plus token ids
+
+    blocks = agent.all_blocks()
+    agent.clear()
+    turns.pool.free(blocks, "a")
+    agent.total_tokens = 0
+    reserved: dict = {}
+    turns.writer.reserve(agent, reserved, 13)
+    turns.writer.write_layers(agent, reserved, loaded.layers, 13, loaded.token_ids)
+    turns.check(agent)
+
+
+def test_a_spill_file_of_another_kv_format_is_refused(tmp_path):
+    turns = Turns(spec_for(8, 64))
+    agent = AgentBlocks("a")
+    turns.turn(agent, 6)
+    SpillStore(tmp_path, turns.spec).save("a", agent.token_ids, turns.store.read_layers(agent))
+    for other in (spec_for(4, 64), spec_for(8, 32), spec_for(8, 64).model_copy(update={"kv_bits": 16})):
+        with pytest.raises(SpillError, match="KV format"):
+            SpillStore(tmp_path, other).load("a", expected=agent.token_ids)
+
+
+def test_fork_and_copy_on_write_keep_the_source_exact():
+    turns = Turns(spec_for(4, 64))
+    source = AgentBlocks("source")
+    turns.turn(source, 6)
+    fork = turns.pool.fork(source, "fork")
+    turns.check(fork)
+    turns.turn(source, 10)  # the shared partial block is copied, then written
+    assert turns.writer.copied.num_blocks == 1
+    turns.check(source)
+    turns.check(fork)
+    turns.turn(fork, 9)
+    turns.check(fork)
+    turns.pool.check_invariants()
+
+
+def test_pool_snapshot_carries_the_kv_format_and_its_bytes():
+    snap = BlockPool(spec_for(4, 32), 8).snapshot()
+    assert (snap.kv_format, snap.bytes_per_block) == ("q4/g32", 2 * 2 * 4 * spec_for(4, 32).bytes_per_token_head)
+
+
+def test_kv_bits_reach_the_settings_and_the_experiments():
+    from engine.cli import build_parser
+    from tui.cli import parse_settings
+
+    assert parse_settings(["--kv-bits", "8"]).kv_bits == 8
+    assert parse_settings([]).kv_bits == 16
+    assert build_parser().parse_args(["exp006", "--kv-bits", "16,4"]).kv_bits == [16, 4]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["exp005", "--kv-bits", "6"])
+
+
+@pytest.mark.parametrize(("bits", "dtype"), [(8, "float32"), (4, "float32"), (8, "float16"), (4, "float16")])
+def test_numpy_and_mlx_dequantize_paths_gather_the_same_bytes(bits, dtype):
+    """The CPU's NumPy path and the MLX-ops path GPUs take agree exactly (both run here)."""
+    turns = Turns(spec_for(bits, 32, dtype))
+    agent = AgentBlocks("a")
+    for total in (6, 13):
+        turns.turn(agent, total)
+    mlx_ops = KVBlockStore(turns.spec, 64, host_dequantize=False)
+    for layer_id in range(turns.spec.n_layers):
+        for block in agent.layer_blocks(layer_id):
+            mlx_ops.copy_from(turns.store, block.block_id)
+    assert turns.store.host_dequantize and not mlx_ops.host_dequantize
+    for ours, theirs in zip(turns.store.gather(agent)[0], mlx_ops.gather(agent)[0]):
+        assert np.array_equal(np.array(ours.keys), np.array(theirs.keys))
+        assert np.array_equal(np.array(ours.values), np.array(theirs.values))
