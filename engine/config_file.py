@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator
 
 CONFIG_ENV = "BLOCKPOOL_CONFIG"
 DEFAULT_KV_MEMORY_BYTES = 512 * 2**20
@@ -37,3 +40,12 @@ def config_path() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base).expanduser() / "blockpool" / "config.toml"
+
+
+def _int_from_text(value: object) -> object:
+    """Environment variables and TOML strings arrive as text; Literal[16, 8, 4] wants the number."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+# How blocks hold K/V: 16 (the model's floats), 8 or 4 bits (quantized at rest).
+KvBits = Annotated[Literal[16, 8, 4], BeforeValidator(_int_from_text)]

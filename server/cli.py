@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--blocks", metavar="N", type=int, help="KV pool size in blocks")
     size.add_argument("--kv-memory", metavar="SIZE", help="KV pool size as memory, e.g. 512MiB (default)")
+    parser.add_argument("--kv-bits", type=int, choices=(16, 8, 4),
+                        help="K/V at rest in blocks: 16 (the model's floats, default), 8 or 4 bits (quantized)")
     parser.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' (8+ characters)")
     parser.add_argument("--max-queue", metavar="N", type=int,
                         help="requests waiting beyond the batch before answering 429 (default 64)")

@@ -35,7 +35,7 @@ def engine_factory(settings: ServeSettings) -> EngineFactory:
         from pool import BlockPool, ModelCacheSpec
 
         model, tokenizer = engine.load_model(settings.model)
-        spec = ModelCacheSpec.from_model(model)
+        spec = ModelCacheSpec.from_model(model, kv_bits=settings.kv_bits)
         if settings.blocks is not None:
             pool = BlockPool(spec, settings.blocks)
         else:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from engine.reporting import pool_snapshot_event
 from telemetry import PoolSnapshotEvent
 
 AgentState = Literal["running", "idle", "spilled", "closing"]
@@ -28,6 +29,7 @@ class PoolView(BaseModel):
     reserved_blocks: int
     block_tokens: int
     bytes_per_block: int
+    kv_format: str  # how blocks hold K/V: the model's float dtype, or q8/g64, q4/g64 ...
     n_layers: int
     layer_types: list[str]
     agents: list[AgentView]
@@ -51,7 +53,7 @@ def pool_view(thread: Any) -> PoolView:
     return PoolView(
         total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), free_blocks=snap.free_blocks(),
         reserved_blocks=engine.reserved_blocks(), block_tokens=snap.block_tokens,
-        bytes_per_block=snap.bytes_per_block, n_layers=snap.n_layers, layer_types=list(snap.layer_types),
+        bytes_per_block=snap.bytes_per_block, kv_format=snap.kv_format, n_layers=snap.n_layers, layer_types=list(snap.layer_types),
         agents=agents,
         blocks=[(b.block_id, b.layer_id, b.agent_id, b.token_start, b.num_tokens) for b in snap.blocks],
     )
@@ -67,12 +69,7 @@ def _state(agent_id: str, running: set[str], idle: set[str], spilled: set[str]) 
 
 def pool_event(thread: Any) -> PoolSnapshotEvent:
     """A ``pool_snapshot`` telemetry event of now: the first message of each /v1/events stream."""
-    snap = thread.engine.pool.snapshot()
-    return PoolSnapshotEvent(
-        total_blocks=snap.total_blocks, used_blocks=snap.used_blocks(), n_layers=snap.n_layers,
-        block_tokens=snap.block_tokens, bytes_per_block=snap.bytes_per_block, layer_types=snap.layer_types,
-        owners=tuple((b.block_id, b.layer_id, b.agent_id) for b in snap.blocks),
-    )
+    return pool_snapshot_event(thread.engine.pool)
 
 
 def scrape(thread: Any) -> bytes:

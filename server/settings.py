@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 # One size parser and one config file for the whole command line (the TUI's).
-from engine.config_file import DEFAULT_KV_MEMORY_BYTES, config_path, parse_size
+from engine.config_file import DEFAULT_KV_MEMORY_BYTES, KvBits, config_path, parse_size
 
 CONFIG_TABLE = "serve"
 
@@ -30,6 +30,7 @@ class ServeSettings(BaseSettings):
     blocks: int | None = Field(None, gt=0, description="KV pool size in blocks")
     kv_memory: Annotated[int | None, BeforeValidator(parse_size)] = Field(
         None, gt=0, description="KV pool size in bytes (default 512MiB)")
+    kv_bits: KvBits = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 bits")
     api_key: str | None = Field(None, min_length=8, description="clients must send 'Authorization: Bearer KEY'")
     max_queue: int = Field(64, ge=0, description="requests waiting beyond the running batch before 429")
     max_batch: int = Field(8, ge=1, le=256, description="requests decoded together")

@@ -79,6 +79,18 @@ def test_settings_come_from_env_then_the_serve_table(monkeypatch: pytest.MonkeyP
     assert ServeSettings(max_queue=7).max_queue == 7
 
 
+def test_kv_bits_from_the_command_line_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from server.cli import parse_settings
+
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "none.toml"))
+    assert ServeSettings().kv_bits == 16  # float blocks unless told
+    assert parse_settings(["--kv-bits", "8"]).kv_bits == 8
+    monkeypatch.setenv("BLOCKPOOL_SERVE_KV_BITS", "4")
+    assert ServeSettings().kv_bits == 4
+    with pytest.raises(ValidationError, match="kv_bits"):
+        ServeSettings(kv_bits=5)
+
+
 # -- guard and error bodies ----------------------------------------------------------
 
 
@@ -173,6 +185,7 @@ def test_blockpool_serve_help_lists_its_options(capsys: pytest.CaptureFixture[st
     (["--kv-memory", "lots"], "is not a size"),
     (["--blocks", "4", "--kv-memory", "1MiB"], "not allowed with argument"),
     (["--api-key", "short"], "--api-key: String should have at least 8 characters"),
+    (["--kv-bits", "5"], "invalid choice: 5"),
 ])
 def test_bad_serve_options_exit_2_with_a_message(argv: list[str], message: str, monkeypatch, tmp_path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

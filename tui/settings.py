@@ -8,7 +8,7 @@ Its ``[keymap]`` table remaps keys by binding id, e.g. ``broadcast = "ctrl+t"``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +22,7 @@ from engine.config_file import (  # noqa: F401 (re-exported for the app and its 
     CONFIG_ENV,
     DEFAULT_KV_MEMORY_BYTES,
     DEFAULT_SPILL_BUDGET_BYTES,
+    KvBits,
     config_path,
     parse_size,
 )
@@ -36,7 +37,7 @@ class TuiSettings(BaseSettings):
     blocks: int | None = Field(None, gt=0, description="KV pool size in blocks")
     kv_memory: Annotated[int | None, BeforeValidator(parse_size)] = Field(
         None, gt=0, description="KV pool size in bytes (default 512MiB)")
-    kv_bits: Literal[16, 8, 4] = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 "
+    kv_bits: KvBits = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 "
                                                        "bits (quantized; more agents in the same memory)")
     max_tokens: int = Field(256, gt=0, description="tokens per reply at most")
     agents: int = Field(2, ge=0, le=32, description="agents open at start")
