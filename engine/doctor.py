@@ -12,7 +12,6 @@ import ctypes
 import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine import fastblas
 from engine.blas.choice import BUNDLED, OPT_OUT_ENV, Choice
 from engine.blas.cpu import read_cpu
 from engine.blas.measure import SHAPE, MeasureError, bundled_env, chosen_env, matmul_rate
+from engine.kv.spill_folders import spill_locations
 from engine.loading.paths import assembled_gguf_dir, converted_models_dir
 from engine.sessions import data_dir
 
@@ -155,9 +155,14 @@ def add_data(report: Report) -> None:
     report.add("sessions", f"{sessions}: {_size(*db_files) if sessions.exists() else 'none yet'}")
     # blockpool-tui spills into <data>/spill/<session> (tui/session_log.py); a bare engine
     # into a temporary blockpool-spill-* folder that it removes when it closes.
-    temp = sorted(Path(tempfile.gettempdir()).glob("blockpool-spill-*"))
-    report.add("spill", f"{data_dir() / 'spill'}: {_size(data_dir() / 'spill')}; "
-                        f"temporary: {len(temp)} folders, {_size(*temp)}")
+    places = spill_locations()
+    kept = [p for p in places if p["kind"] == "sessions"]
+    temp = [p for p in places if p["kind"] == "temp"]
+    for place in kept:
+        report.add("spill", f"{place['path']}: {place['num_files']} files, {_bytes(int(place['num_bytes']))}")
+    report.add("spill (temp)", f"{len(temp)} folders, {_bytes(sum(int(p['num_bytes']) for p in temp))}")
+    report.add("kv blocks", "16-bit (the model's float dtype) by default; --kv-bits 8 or 4 stores them "
+                            "quantized (q8/g64, q4/g64): about 2x and 3.5x the blocks in the same memory")
 
 
 def add_models(report: Report) -> None:
@@ -187,6 +192,10 @@ def _size(*paths: Path) -> str:
             total += path.stat().st_size
         elif path.is_dir():
             total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    return _bytes(total)
+
+
+def _bytes(total: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if total < 1024 or unit == "GiB":
             return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
