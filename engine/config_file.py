@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ValidationError
+
+S = TypeVar("S", bound=BaseModel)
 
 CONFIG_ENV = "BLOCKPOOL_CONFIG"
 DEFAULT_KV_MEMORY_BYTES = 512 * 2**20
@@ -49,3 +53,38 @@ def _int_from_text(value: object) -> object:
 
 # How blocks hold K/V: 16 (the model's floats), 8 or 4 bits (quantized at rest).
 KvBits = Annotated[Literal[16, 8, 4], BeforeValidator(_int_from_text)]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run; a front end's main() prints it and exits with status 2."""
+
+
+def settings_from_args(settings_cls: type[S], args: dict[str, object], *,
+                       option_names: Mapping[str, str] | None = None) -> S:
+    """Settings from parsed command-line ``args`` over environment and config file; raises SettingsError.
+
+    ``option_names``: settings whose option is not their name with dashes (``refresh_s`` -> ``--refresh``).
+    """
+    given = {name: value for name, value in args.items() if value is not None}
+    # A pool size on the command line replaces any size from env or file.
+    if args.get("blocks") is not None:
+        given["kv_memory"] = None
+    elif args.get("kv_memory") is not None:
+        given["blocks"] = None
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, option_names or {})) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {config_path()} is not valid TOML: {exc}") from exc
+
+
+def _explain(exc: ValidationError, option_names: Mapping[str, str]) -> str:
+    """One line naming each bad option, what is wrong, and the value given."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        option = option_names.get(where, f"--{where.replace('_', '-')}") if where else "settings"
+        got = f" (got {error['input']!r})" if where else ""
+        lines.append(f"{option}: {error['msg'].removeprefix('Value error, ')}{got}")
+    return "; ".join(lines)

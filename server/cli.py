@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from engine.config_file import CONFIG_ENV, config_path
+from engine.config_file import CONFIG_ENV, SettingsError, config_path, settings_from_args
 
 from .settings import CONFIG_TABLE, ServeSettings
-
-
-class SettingsError(ValueError):
-    """Settings that cannot run; main() prints it and exits with status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,28 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str]) -> ServeSettings:
-    args = vars(build_parser().parse_args(list(argv)))
-    given = {name: value for name, value in args.items() if value is not None}
-    if args["blocks"] is not None:
-        given["kv_memory"] = None  # a size on the command line replaces one from env or file
-    elif args["kv_memory"] is not None:
-        given["blocks"] = None
-    try:
-        return ServeSettings(**given)
-    except ValidationError as exc:
-        raise SettingsError(_explain(exc)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {config_path()} is not valid TOML: {exc}") from exc
-
-
-def _explain(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        option = f"--{where.replace('_', '-')}" if where else "settings"
-        got = f" (got {error['input']!r})" if where else ""
-        lines.append(f"{option}: {error['msg'].removeprefix('Value error, ')}{got}")
-    return "; ".join(lines)
+    return settings_from_args(ServeSettings, vars(build_parser().parse_args(list(argv))))
 
 
 def main(argv: Sequence[str]) -> int:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
 
+from engine.config_file import SettingsError, settings_from_args
 from tui.settings import CONFIG_ENV, TuiSettings, config_path
 
 
 OPTION_NAMES = {"refresh_s": "--refresh"}  # settings whose option is not their name with dashes
-
-
-class SettingsError(ValueError):
-    """Settings that cannot run; main() prints it and exits with status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,25 +58,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_settings(argv: Sequence[str] | None = None) -> TuiSettings:
     """Settings from ``argv`` plus environment and config file; raises SettingsError."""
-    args = vars(build_parser().parse_args(argv))
-    given = {name: value for name, value in args.items() if value is not None}
-    # A pool size on the command line replaces any size from env or file.
-    if args["blocks"] is not None:
-        given["kv_memory"] = None
-    elif args["kv_memory"] is not None:
-        given["blocks"] = None
-    try:
-        return TuiSettings(**given)
-    except ValidationError as exc:
-        raise SettingsError(_explain(exc)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {config_path()} is not valid TOML: {exc}") from exc
-
-
-def _explain(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "settings"
-        option = OPTION_NAMES.get(where, f"--{where.replace('_', '-')}") if where != "settings" else "settings"
-        lines.append(f"{option}: {error['msg']} (got {error.get('input')!r})")
-    return "; ".join(lines)
+    return settings_from_args(TuiSettings, vars(build_parser().parse_args(argv)), option_names=OPTION_NAMES)
