@@ -6,10 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from engine.config_file import SettingsError, settings_from_args
 from tui.settings import CONFIG_ENV, TuiSettings, config_path
-
 
 OPTION_NAMES = {"refresh_s": "--refresh"}  # settings whose option is not their name with dashes
 
