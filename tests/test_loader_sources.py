@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import loader
+from engine.loading import loader
 from engine.loading.gguf_header import GGML_TYPES, GGUFFormatError, read_header
 from engine.loading.loader import ModelLoadError, embedded_gguf_path, load_model
 from engine.loading.paths import cache_dir, package_data_file
