@@ -55,7 +55,7 @@ async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_
     (record,) = SessionStore(db).agents(1)
     assert record.name == "agent 2" and record.context_tokens
 
-    app = real_app(default_model, db, resume=True)
+    app = real_app(default_model, db, resume=True, agents=1)  # an explicit --agents N opens agents up to N
     async with app.run_test(size=(140, 40)) as pilot:
         (agent,) = list(app.roster)
         await wait_for(pilot, lambda: app.ready and agent.conversation.context_tokens == len(record.context_tokens))
@@ -107,7 +107,7 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
         assert not agent.pending and len(agent.conversation.turns) == turns
 
         await wait_for(pilot, lambda: app.ready)  # a new engine, the context re-adopted
-        pane.clear_input()
+        pane.input.value = ""  # what Enter does in the composer; app.send is called directly here
         await app.send(agent, "Name a colour.")
         await wait_for(pilot, lambda: not agent.busy)
         assert agent.status == "idle" and agent.conversation.turns[-1].content
