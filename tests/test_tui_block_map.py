@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 from textual.app import App, ComposeResult
 
-from pool import BlockInfo, PoolSnapshot
-from tui.widgets import BlockMap
-from tui.widgets.block_map import FREE, LABEL_WIDTH, USED, layer_rows, owner_cells, row_slots
+from textual.widgets import Static
+
+from pool import BlockInfo, BlockPool, PoolSnapshot
+from tests.test_pool_sharing import PROMPT, global_spec, write_context
+from tui.widgets import BlockMap, BlockMapPanel
+from tui.widgets.block_map import CACHED, FREE, LABEL_WIDTH, SHARED, USED, layer_rows, owner_cells, row_slots
 
 pytestmark = pytest.mark.anyio
 RED, GREEN = "#ff0000", "#00ff00"
@@ -87,3 +90,53 @@ def test_every_owner_keeps_a_cell_when_summarised():
     assert owner_cells(["a", "b"], blocks_per_cell=2, width=23) == {"a": 1, "b": 1}
     assert owner_cells(["a"] * 9 + ["b"], blocks_per_cell=3, width=3) == {"a": 2, "b": 1}
     assert owner_cells(["a"] * 4 + ["b"] * 2, blocks_per_cell=1, width=8) == {"a": 4, "b": 2}
+
+
+# -- shared and cached blocks, from a real pool's snapshot ---------------------------
+
+
+class PanelApp(App[None]):
+    def __init__(self, snap: PoolSnapshot) -> None:
+        super().__init__()
+        self.snap = snap
+
+    def compose(self) -> ComposeResult:
+        yield BlockMapPanel()
+
+    def on_mount(self) -> None:
+        self.query_one(BlockMapPanel).show(self.snap, {"a": "A", "b": "B"}, {"a": RED, "b": GREEN})
+
+
+def shared_and_cached_snapshot() -> PoolSnapshot:
+    """a's 3 blocks (2 full, 1 partial) forked into b; c wrote 2 full blocks and closed: 2 cached."""
+    pool = BlockPool(global_spec(1), 12)
+    pool.fork(write_context(pool, "a", PROMPT), "b")
+    write_context(pool, "c", list(range(50, 58)))
+    pool.free_agent_blocks("c")
+    pool.check_invariants()
+    return pool.snapshot()
+
+
+async def test_shared_and_cached_blocks_have_their_own_marks_counts_and_holders():
+    snap = shared_and_cached_snapshot()
+    assert (snap.num_shared_blocks(), snap.num_cached_blocks(), snap.free_blocks()) == (3, 2, 9)
+    app = PanelApp(snap)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        grid = app.query_one(BlockMap)
+        assert grid.blocks_per_cell == 1
+        row = cells(grid, 0)[:12]
+        assert row == [(SHARED, RED)] * 3 + [(CACHED, "grey62")] * 2 + [(FREE, "grey35")] * 7
+        legend = app.query_one(".legend", Static).content.plain
+        assert "A 3" in legend and "B 3" in legend  # a shared block counts for each holder
+        assert f"{SHARED} shared 3 (2 holders)" in legend
+        assert f"{CACHED} cached 2" in legend and f"{FREE} free 7" in legend
+        assert grid.tooltip == (f"{SHARED} 3 blocks held by 2: A, B\n{CACHED} 2 cached free blocks: no holder, "
+                                "kept for the next prompt that starts the same way")
+
+
+def test_a_row_keeps_shared_and_own_blocks_of_one_agent_apart():
+    snap = shared_and_cached_snapshot()
+    (row,) = layer_rows(snap, ["a", "b"])
+    assert row.cell_keys == (("a", True),) * 3 and row.num_cached == 2
+    assert row_slots(snap, (row,)) == 12

@@ -30,6 +30,7 @@ from tui.chat import ChatTurn, Renderer
 from tui.cli import SettingsError, parse_settings
 from tui.engine_factory import engine_factory as real_engine_factory
 from tui.engine_link import EngineLink
+from tui.fork import AgentForks
 from tui.messages import ENGINE_MESSAGES, AdoptContext, CloseAgent, EngineStats
 from tui.panel_feed import PanelFeed
 from tui.remote.factory import remote_engine_factory
@@ -40,7 +41,7 @@ from tui.settings import TuiSettings
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
 from tui.worker import EngineFactory, EngineWorker
 
-class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AppActions, App[None]):
+class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, App[None]):
     """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load.
 
     With a ``store``, conversations are saved as they happen and the last session (see
@@ -53,6 +54,8 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AppActions, App[None]):
         Binding("ctrl+n", "new_agent", "New agent", id="new_agent"),
         Binding("f2", "rename_agent", "Rename agent", id="rename_agent"),
         Binding("f4", "close_agent", "Close agent", id="close_agent"),
+        # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
+        Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
         Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
         Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
         # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).

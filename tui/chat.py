@@ -98,8 +98,10 @@ def context_after(plan: TurnPlan, outcome: TurnOutcome, eos_text: str) -> str | 
     the next turn must start fresh.
     """
     kept_all = outcome.cached_tokens + outcome.prompt_tokens + outcome.generated_tokens
-    # cached_tokens is 0 with a base when the engine re-read a spilled context as prompt.
-    same_base = outcome.cached_tokens == plan.base_tokens or (plan.continues and outcome.cached_tokens == 0)
+    # cached_tokens is 0 with a base when the engine re-read a spilled context as prompt; a fresh
+    # prompt's cached tokens are its prefix found in shared blocks, still part of the prompt.
+    same_base = (outcome.cached_tokens == plan.base_tokens or not plan.continues
+                 or (plan.continues and outcome.cached_tokens == 0))
     if outcome.context_tokens == 0:
         return None
     if outcome.context_tokens == kept_all and same_base:

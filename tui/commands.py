@@ -13,6 +13,7 @@ KeyRow = tuple[str, str, str]
 PALETTE = (
     ("New agent", "Open a new agent chat", "new_agent"),
     ("Rename agent", "Rename the current agent", "rename_agent"),
+    ("Fork agent", "A new agent with the current conversation so far, sharing its blocks", "fork_agent"),
     ("Close agent", "Close the current agent and free its blocks", "close_agent"),
     ("Broadcast", "Send one prompt to every agent", "broadcast"),
     ("Cancel reply", "Stop the current agent's reply", "cancel_reply"),

@@ -169,6 +169,7 @@ class EngineLink(_AppBase):
             return
         outcome = TurnOutcome(message.text, message.finish_reason, message.cached_tokens, message.prompt_tokens,
                               message.generated_tokens, message.context_tokens, message.ends_with_eos)
+        shared_tokens = 0 if agent.in_flight.continues else message.cached_tokens  # a prefix hit
         record_turn(agent.conversation, agent.in_flight, outcome, self._eos_text)
         agent.in_flight, agent.status, agent.prefill = None, "idle", None
         agent.context_tokens = message.context_tokens
@@ -177,7 +178,9 @@ class EngineLink(_AppBase):
             status = "cancelled" if message.finish_reason == "cancelled" else "complete"
             self.sessions.turn_ended(agent.agent_id, message.text, status, finish_reason=message.finish_reason,
                                      token_ids=message.token_ids)
-        note = " · ".join(filter(None, [f"{message.generated_tokens} tok", FINISH_NOTES.get(message.finish_reason)]))
+        shared = f"{shared_tokens:,} tok from shared blocks" if shared_tokens else ""
+        note = " · ".join(filter(None, [f"{message.generated_tokens} tok", shared,
+                                        FINISH_NOTES.get(message.finish_reason)]))
         await self.pane(agent.agent_id).finish_reply(message.text, note)
         await self._send_next(agent)
 

@@ -138,8 +138,27 @@ class EngineStats(Message):
         return isinstance(message, EngineStats)
 
 
+@dataclass
+class Forked(Message):
+    """``agent_id`` now holds every block of ``source_agent_id``'s context (no K/V copied)."""
+
+    source_agent_id: str
+    agent_id: str
+    num_tokens: int
+    num_blocks: int
+
+
+@dataclass
+class ForkFailed(Message):
+    """The engine could not fork (busy or closed source, no context, no engine support)."""
+
+    source_agent_id: str
+    agent_id: str
+    error: str
+
+
 ENGINE_MESSAGES = (ModelLoading, EngineReady, EngineFailed, Submitted, SubmitFailed, TokensGenerated,
-                   RequestFinished, RequestFailed, ContextAdopted, EngineStats)
+                   RequestFinished, RequestFailed, ContextAdopted, EngineStats, Forked, ForkFailed)
 
 
 # -- app -> engine thread (plain values on a queue.Queue) ----------------------
@@ -173,6 +192,14 @@ class AdoptContext:
     token_ids: tuple[int, ...]
 
 
-Command = SubmitTurn | CancelTurn | CloseAgent | AdoptContext
+@dataclass(frozen=True, slots=True)
+class ForkAgent:
+    """Give ``agent_id`` (a new agent) the blocks of ``source_agent_id``'s context."""
+
+    source_agent_id: str
+    agent_id: str
+
+
+Command = SubmitTurn | CancelTurn | CloseAgent | AdoptContext | ForkAgent
 # Posts a message to the app; ``App.post_message`` is thread-safe.
 Post = Callable[[Message], object]

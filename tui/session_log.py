@@ -107,6 +107,22 @@ class SessionLog:
         if record_id is not None:
             self._record_ids[agent_id] = record_id
 
+    def agent_forked(self, source_agent_id: str, agent_id: str) -> None:
+        """Copy the source's transcript and context token ids into the fork's own row (bound
+        already by ``agent_opened``), so the fork survives a restart on its own."""
+        source = self.record(source_agent_id)
+        record_id = self._record_ids.get(agent_id)
+        if source is None or record_id is None:
+            return
+        messages = self.store.messages(source.id)
+        for index, (user, reply) in enumerate(zip(messages[::2], messages[1::2])):
+            reply_id = self._write(self.store.begin_turn, record_id, user.content)
+            last = index == len(messages) // 2 - 1
+            if reply_id is not None:
+                self._write(self.store.finish_turn, reply_id, reply.content, reply.status,
+                            finish_reason=reply.finish_reason,
+                            context_tokens=source.context_tokens if last and source.context_tokens else None)
+
     def agent_renamed(self, agent_id: str, name: str) -> None:
         if (record_id := self._record_ids.get(agent_id)) is not None:
             self._write(self.store.rename_agent, record_id, name)

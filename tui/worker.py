@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pool import PoolExhausted
 from telemetry import Recorder
 
 from tui.engine_text import decode_context, describe, renderer
@@ -31,6 +32,9 @@ from tui.messages import (
     EngineFailed,
     EngineReady,
     EngineStats,
+    ForkAgent,
+    Forked,
+    ForkFailed,
     ModelLoading,
     Post,
     RequestFailed,
@@ -229,6 +233,23 @@ class EngineWorker(threading.Thread):
             case AdoptContext(agent_id=agent_id, token_ids=token_ids):
                 self._agent_ids.add(agent_id)
                 self._adopt(engine, agent_id, token_ids)
+            case ForkAgent():
+                self._fork(engine, command)
+
+    def _fork(self, engine: Engine, command: ForkAgent) -> None:
+        """A refused fork (busy source, no context, an engine that cannot fork) is told, not raised."""
+        fork = getattr(engine, "fork", None)  # a remote engine has none
+        if fork is None:
+            self._post(ForkFailed(command.source_agent_id, command.agent_id, "this engine cannot share blocks"))
+            return
+        try:
+            blocks = fork(command.source_agent_id, command.agent_id)
+        except (ValueError, PoolExhausted) as exc:
+            self._post(ForkFailed(command.source_agent_id, command.agent_id, str(exc)))
+            return
+        self._agent_ids.add(command.agent_id)
+        self._contexts[command.agent_id] = tuple(blocks.token_ids)
+        self._post(Forked(command.source_agent_id, command.agent_id, blocks.total_tokens, blocks.num_blocks()))
 
     def _adopt(self, engine: Engine, agent_id: str, token_ids: tuple[int, ...]) -> None:
         engine.adopt(agent_id, token_ids)

@@ -2,7 +2,9 @@
 
 Drawn with the line API (``ScrollView.render_line``): rows are built once per pool
 snapshot and width, then cached, so scrolling and redraws cost nothing per cell.
-A row holds the layer's used blocks grouped by agent (in token order), then a dim
+A row holds the layer's used blocks grouped by agent (in token order; a block several
+agents hold is drawn once, in its first holder's colour, as ``SHARED``), then the
+layer's cached free blocks (``CACHED``: no holder, kept for prefix hits), then a dim
 free remainder up to the layer's share of the pool. When a row is wider than the
 widget, each cell stands for several blocks (``blocks_per_cell``), and every agent
 holding blocks in the layer keeps at least one cell.
@@ -10,9 +12,10 @@ holding blocks in the layer keeps at least one cell.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.segment import Segment
 from rich.style import Style
@@ -25,35 +28,47 @@ if TYPE_CHECKING:
 
 LABEL_WIDTH = 6  # "12 G " plus a space
 FREE_STYLE = Style(color="grey35")
+CACHED_STYLE = Style(color="grey62")
 GLOBAL_LABEL = Style(color="grey70", bold=True)
 SLIDING_LABEL = Style(color="#39c5cf", italic=True)
-USED, FREE = "█", "·"
+USED, SHARED, CACHED, FREE = "█", "▓", "░", "·"
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
 class LayerRow:
-    """Owners of a layer's used blocks, in display order."""
+    """Owners of a layer's used blocks, in display order; ``shared[i]``: block i has several holders."""
 
     layer_id: int
     sliding: bool
     owners: tuple[str, ...]
+    shared: tuple[bool, ...] = ()
+    num_cached: int = 0  # free blocks of the layer that keep their hash
+
+    @property
+    def cell_keys(self) -> tuple[tuple[str, bool], ...]:
+        """(owner, shared) of each used block: an owner's shared and own blocks get their own cells."""
+        shared = self.shared or (False,) * len(self.owners)
+        return tuple(zip(self.owners, shared))
 
 
 def layer_rows(snapshot: PoolSnapshot, agent_order: Sequence[str]) -> tuple[LayerRow, ...]:
     """One row per layer; blocks grouped by agent (in ``agent_order``), then by position."""
     rank = {agent_id: i for i, agent_id in enumerate(agent_order)}
+    cached = Counter(info.layer_id for info in snapshot.cached_blocks)
     rows = []
     for layer_id, infos in snapshot.by_layer().items():
-        infos = sorted(infos, key=lambda b: (rank.get(b.agent_id, len(rank)), b.agent_id, b.token_start or 0))
+        infos = sorted(infos, key=lambda b: (rank.get(b.agent_id, len(rank)), b.agent_id or "", b.token_start or 0))
         sliding = snapshot.layer_types[layer_id] == "sliding"
-        rows.append(LayerRow(layer_id, sliding, tuple(b.agent_id for b in infos)))
+        rows.append(LayerRow(layer_id, sliding, tuple(b.agent_id or "" for b in infos),
+                             tuple(b.is_shared for b in infos), cached[layer_id]))
     return tuple(rows)
 
 
 def row_slots(snapshot: PoolSnapshot, rows: Sequence[LayerRow]) -> int:
     """Slots per row: a layer's even share of the pool, or more if a layer holds more."""
     share = -(-snapshot.total_blocks // max(snapshot.n_layers, 1))
-    return max([share, *(len(row.owners) for row in rows)])
+    return max([share, *(len(row.owners) + row.num_cached for row in rows)])
 
 
 class BlockMap(ScrollView, can_focus=True):
@@ -112,17 +127,21 @@ class BlockMap(ScrollView, can_focus=True):
         label = f"{row.layer_id:>2} {'s' if row.sliding else 'G'}".ljust(LABEL_WIDTH)
         segments = [Segment(label, SLIDING_LABEL if row.sliding else GLOBAL_LABEL)]
         width = -(-self._slots // self.blocks_per_cell)
-        cells = owner_cells(row.owners, self.blocks_per_cell, width)
-        for owner, count in cells.items():
-            segments.append(Segment(USED * count, Style(color=self._colours.get(owner, "white"))))
-        segments.append(Segment(FREE * (width - sum(cells.values())), FREE_STYLE))
+        cells = owner_cells(row.cell_keys, self.blocks_per_cell, width)
+        for (owner, shared), count in cells.items():
+            glyph = SHARED if shared else USED
+            segments.append(Segment(glyph * count, Style(color=self._colours.get(owner, "white"))))
+        num_used = sum(cells.values())
+        num_cached = min(-(-row.num_cached // self.blocks_per_cell), width - num_used)
+        segments.append(Segment(CACHED * num_cached, CACHED_STYLE))
+        segments.append(Segment(FREE * (width - num_used - num_cached), FREE_STYLE))
         return Strip(segments)
 
 
-def owner_cells(owners: Sequence[str], blocks_per_cell: int, width: int) -> dict[str, int]:
+def owner_cells(owners: Sequence[K], blocks_per_cell: int, width: int) -> dict[K, int]:
     """Cells per owner, in row order: blocks / blocks_per_cell, rounded, but at least one,
     so that an agent holding a single block still shows when the row is summarised."""
-    counts: dict[str, int] = {}
+    counts: dict[K, int] = {}
     for owner in owners:
         counts[owner] = counts.get(owner, 0) + 1
     cells = {owner: max(1, round(n / blocks_per_cell)) for owner, n in counts.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from tui.widgets.block_map import FREE, FREE_STYLE, USED, BlockMap
+from tui.widgets.block_map import CACHED, CACHED_STYLE, FREE, FREE_STYLE, SHARED, USED, BlockMap
 
 if TYPE_CHECKING:
     from pool import PoolSnapshot
@@ -38,7 +39,9 @@ class BlockMapPanel(Vertical):
             return
         _update(self.query_one(".summary", Static), _summary(snapshot, grid.blocks_per_cell))
         _update(self.query_one(".legend", Static), _legend(snapshot, names, colours))
-
+        tooltip = _shared_tooltip(snapshot, names)
+        if grid.tooltip != tooltip:
+            grid.tooltip = tooltip
 
     def show_note(self, text: Text) -> None:
         """No map to draw (a server that exposes none): ``text`` says so, and what is known instead."""
@@ -75,8 +78,33 @@ def _legend(snapshot: PoolSnapshot, names: Mapping[str, str], colours: Mapping[s
         text.append(f" {names.get(agent_id, agent_id)} {usage.get(agent_id, 0)}  ")
     for agent_id in sorted(set(usage) - set(colours)):  # closed agents whose blocks are not freed yet
         text.append(f"{USED} {agent_id} {usage[agent_id]}  ", style="white")
+    if num_shared := snapshot.num_shared_blocks():
+        text.append(f"\n{SHARED} shared {num_shared:,} ({_holders(snapshot)})  ", style="bold")
+    elif snapshot.cached_blocks:
+        text.append("\n")
+    if num_cached := snapshot.num_cached_blocks():
+        text.append(CACHED, style=CACHED_STYLE)
+        text.append(f" cached {num_cached:,}  ", style="dim")
     text.append(FREE, style=FREE_STYLE)
-    text.append(f" free {snapshot.free_blocks():,}", style="dim")
+    text.append(f" free {snapshot.free_blocks() - num_cached:,}", style="dim")
     if "sliding" in snapshot.layer_types:
         text.append("\nG global layer · s sliding-window layer", style="dim")
     return text
+
+
+def _holders(snapshot: PoolSnapshot) -> str:
+    """How many agents hold the shared blocks: "2 holders", or "2–3 holders"."""
+    counts = sorted({info.ref_count for info in snapshot.blocks if info.is_shared})
+    span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{span} holders"
+
+
+def _shared_tooltip(snapshot: PoolSnapshot, names: Mapping[str, str]) -> str | None:
+    """Which agents share which blocks (one line per group of holders), or None when none are shared."""
+    groups = Counter(info.holder_ids for info in snapshot.blocks if info.is_shared)
+    lines = [f"{SHARED} {count:,} blocks held by {len(holders)}: "
+             + ", ".join(names.get(h, h) for h in holders or ()) for holders, count in groups.most_common()]
+    if snapshot.cached_blocks:
+        lines.append(f"{CACHED} {snapshot.num_cached_blocks():,} cached free blocks: no holder, "
+                     "kept for the next prompt that starts the same way")
+    return "\n".join(lines) or None

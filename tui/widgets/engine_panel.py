@@ -1,4 +1,4 @@
-"""Engine figures: batch size, throughput, step time, pool use, queue, evictions."""
+"""Engine figures: batch size, throughput, step time, pool use, queue, evictions, block sharing."""
 
 from __future__ import annotations
 
@@ -43,6 +43,18 @@ def _rows(stats: EngineStats) -> Rows:
         ("queued", str(stats.num_queued)),
         ("finished", f"{state.requests_finished} ({state.requests_failed} failed)"),
         ("evictions", f"{state.evictions} ({state.restores} restored)"),
+        *_sharing_rows(stats),
+    )
+
+
+def _sharing_rows(stats: EngineStats) -> Rows:
+    """Prefix hit rate (reused / looked-up prompt tokens) with the tokens reused, blocks saved, cached blocks."""
+    sharing, pool = stats.telemetry.sharing, stats.pool
+    rate = sharing.hit_rate
+    return (
+        ("hit rate", "-" if rate is None else f"{rate:.0%} · {sharing.reused_tokens:,} tok"),
+        ("shared", f"{pool.num_saved_blocks():,} blocks saved"),
+        ("cached", f"{pool.num_cached_blocks():,} free blocks"),
     )
 
 
