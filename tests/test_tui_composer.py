@@ -142,11 +142,13 @@ async def test_30000_characters_pasted_or_typed_stay_fast_and_oversized_text_is_
 
 
 async def test_agents_list_shows_live_token_counts_and_state(default_model):
-    app = make_app(default_model, agents=1, max_tokens=24)
+    # A reply long enough to be seen mid-way on a quiet machine too ("Count from one to twenty."
+    # ended after 16 tokens, inside one 0.1 s poll).
+    app = make_app(default_model, agents=1, max_tokens=64)
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
-        app.pane(agent.agent_id).input.value = "Count from one to twenty."
+        app.pane(agent.agent_id).input.value = "Tell me a long story about a fox and a crow."
         await pilot.press("enter")
         await wait_for(pilot, lambda: agent.turn is not None and agent.turn.generated >= 3 and agent.busy)
         row = AgentRow.of(agent)
