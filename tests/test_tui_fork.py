@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from textual.pilot import Pilot
 
 from engine.sessions import SessionStore
 from tests.reference import reference
+from tests.test_tui_app import capture_notifications, wait_for
 from tui.agents import Agent
 from tui.app import BlockpoolApp
 from tui.settings import TuiSettings
 from tui.widgets.chat_message import ChatMessage
 
-WAIT_S = 120.0
 MAX_TOKENS = 6
 pytestmark = pytest.mark.anyio
 
@@ -25,26 +22,6 @@ def no_user_config(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
     for name in ("MODEL", "BLOCKS", "KV_MEMORY", "MAX_TOKENS", "AGENTS", "SYSTEM", "TEMPERATURE", "KEYMAP"):
         monkeypatch.delenv(f"BLOCKPOOL_{name}", raising=False)
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {condition.__doc__ or condition}")
-        await pilot.pause(0.05)
-
-
-def capture_notifications(app: BlockpoolApp) -> list[str]:
-    seen: list[str] = []
-    original = app.notify
-
-    def notify(message: str, **kwargs) -> None:
-        seen.append(message)
-        original(message, **kwargs)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return seen
 
 
 def shown(app: BlockpoolApp, agent: Agent) -> list[tuple[str, str]]:
