@@ -69,7 +69,7 @@ class GatherSparkline(Widget):
 
     def _labels(self, shown: Sequence[float]) -> list[Text]:
         if not shown:
-            return [Text(" no gathers yet", style="dim")]
+            return [Text(" none yet", style="dim")]  # fits LABEL_WIDTH: a longer text wraps
         figures = (("now", shown[-1]), ("avg", sum(shown) / len(shown)), ("peak", max(shown)))
         labels = []
         for name, value in figures:
