@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pool import PoolExhausted
 from telemetry import Recorder
 
 from tui.engine_text import decode_context, describe, renderer
@@ -238,6 +237,7 @@ class EngineWorker(threading.Thread):
 
     def _fork(self, engine: Engine, command: ForkAgent) -> None:
         """A refused fork (busy source, no context, an engine that cannot fork) is told, not raised."""
+        from pool import PoolExhausted  # lazy: importing pool loads MLX, which must wait for the BLAS re-exec
         fork = getattr(engine, "fork", None)  # a remote engine has none
         if fork is None:
             self._post(ForkFailed(command.source_agent_id, command.agent_id, "this engine cannot share blocks"))
