@@ -157,10 +157,18 @@ def test_kv_bits_reach_the_settings_and_the_experiments():
         build_parser().parse_args(["exp005", "--kv-bits", "6"])
 
 
-@pytest.mark.parametrize(("bits", "dtype"), [(8, "float32"), (4, "float32"), (8, "float16"), (4, "float16")])
-def test_numpy_and_mlx_dequantize_paths_gather_the_same_bytes(bits, dtype):
-    """The CPU's NumPy path and the MLX-ops path GPUs take agree exactly (both run here)."""
-    turns = Turns(spec_for(bits, 32, dtype))
+HOST_PATHS = [(bits, group, dtype, path) for bits, group in FORMATS for dtype in ("float32", "float16", "bfloat16")
+              for path in ("numba", "numpy") if not (path == "numpy" and dtype == "bfloat16")]
+
+
+@pytest.mark.parametrize(("bits", "group", "dtype", "path"), HOST_PATHS)
+def test_host_and_mlx_dequantize_paths_gather_the_same_bytes(bits, group, dtype, path, monkeypatch):
+    """The CPU's host paths (the fused kernel; NumPy, its fallback) and the MLX-ops path GPUs
+    take give back the same bits (all run here), over partial blocks and a sliding window."""
+    if path == "numpy":
+        monkeypatch.setenv("BLOCKPOOL_KV_KERNEL", "numpy")
+    turns = Turns(spec_for(bits, group, dtype))
+    assert turns.store.host_dequantize and turns.store.dequant.name == path, turns.store.dequant
     agent = AgentBlocks("a")
     for total in (6, 13):
         turns.turn(agent, total)
@@ -168,7 +176,26 @@ def test_numpy_and_mlx_dequantize_paths_gather_the_same_bytes(bits, dtype):
     for layer_id in range(turns.spec.n_layers):
         for block in agent.layer_blocks(layer_id):
             mlx_ops.copy_from(turns.store, block.block_id)
-    assert turns.store.host_dequantize and not mlx_ops.host_dequantize
+    assert not mlx_ops.host_dequantize
     for ours, theirs in zip(turns.store.gather(agent)[0], mlx_ops.gather(agent)[0]):
-        assert np.array_equal(np.array(ours.keys), np.array(theirs.keys))
-        assert np.array_equal(np.array(ours.values), np.array(theirs.values))
+        for a, b in ((ours.keys, theirs.keys), (ours.values, theirs.values)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert np.array_equal(np.array(a.view(mx.uint16) if a.dtype == mx.bfloat16 else a),
+                                  np.array(b.view(mx.uint16) if b.dtype == mx.bfloat16 else b))
+
+
+def test_a_kernel_that_gives_wrong_values_is_refused(monkeypatch, capsys):
+    """The probe compares the kernel with mx.dequantize before any gather trusts it: a kernel
+    that is off by one rounding step is refused with a reason, and NumPy takes over."""
+    from engine.kv import dequant_kernels, host_dequant
+
+    real = dequant_kernels.dequantize_segments
+
+    def off_by_one(kind, bits, group, q, scales, biases, starts, counts, out):
+        real(kind, bits, group, q, scales, biases, starts, counts, out)
+        out.view(np.uint32)[3] += 1
+
+    monkeypatch.setattr(dequant_kernels, "dequantize_segments", off_by_one)
+    choice = host_dequant.choose(spec_for(8, 64))
+    assert choice.kernel is None and "differ from mx.dequantize" in choice.reason
+    assert "dequantize with NumPy" in capsys.readouterr().err

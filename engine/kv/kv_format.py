@@ -92,26 +92,3 @@ def decode(spec: ModelCacheSpec, parts: tuple[mx.array, ...]) -> mx.array:
         return parts[0]
     q, scales, biases = parts
     return mx.dequantize(q, scales, biases, group_size=spec.kv_group_size, bits=spec.kv_bits)
-
-
-def unpack_host(spec: ModelCacheSpec, packed: np.ndarray) -> np.ndarray:
-    """``uint32 [..., D * bits / 32]`` -> ``uint8 [..., D / group, group]`` quantized values.
-
-    MLX packs values from the low bits up and the host is little-endian, so 8-bit values are
-    the bytes in order and 4-bit ones the low then the high nibble of each byte."""
-    as_bytes = packed.view(np.uint8)
-    if spec.kv_bits == 4:
-        as_bytes = np.stack([as_bytes & 0xF, as_bytes >> 4], axis=-1)
-    return as_bytes.reshape(*packed.shape[:-1], spec.head_dim // spec.kv_group_size, spec.kv_group_size)
-
-
-def dequantize_host(spec: ModelCacheSpec, parts: tuple[np.ndarray, ...], out: np.ndarray) -> None:
-    """``out[...] = q * scale + bias``, written straight into ``out`` (``[..., D]``; float32 or
-    float16, not bfloat16). Equal to ``mx.dequantize`` on the CPU (tests check it exactly):
-    the product of two halves is exact in float32, each step rounds once, as MLX's does."""
-    q, scales, biases = parts
-    # float32 math (NumPy's float16 loops are scalar): exact products, one rounding into ``out``
-    scales, biases = scales.astype(np.float32), biases.astype(np.float32)
-    grouped = out.reshape(*out.shape[:-1], spec.head_dim // spec.kv_group_size, spec.kv_group_size)
-    np.multiply(unpack_host(spec, q), scales[..., None], out=grouped, casting="unsafe")
-    np.add(grouped, biases[..., None], out=grouped, casting="unsafe")

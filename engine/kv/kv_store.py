@@ -21,7 +21,9 @@ from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from pool import AgentBlocks, Block, ModelCacheSpec
 
-from .kv_format import KVTokens, decode, dequantize_host, encode, host_view, parts_of
+from . import host_dequant
+from .dequant_paths import KINDS, as_kernel_array, dequantize_numpy, segments
+from .kv_format import KVTokens, decode, encode, host_view, parts_of
 
 LayerCache = KVCache | RotatingKVCache
 __all__ = ["CopyStats", "KVBlockStore", "KVTokens", "LayerCache", "cache_arrays", "host_view"]
@@ -42,12 +44,16 @@ class KVBlockStore:
 
     def __init__(self, spec: ModelCacheSpec, total_blocks: int, *, host_dequantize: bool | None = None) -> None:
         self.spec = spec
-        # Quantized gathers on the CPU dequantize with NumPy straight into the cache (6x faster
-        # than mx.dequantize's CPU kernel, measured); GPUs keep MLX ops on the device. NumPy has
-        # no bfloat16. None: chosen by mx.default_device().
+        # Quantized gathers on the CPU dequantize on the host straight into the caches (a fused
+        # numba kernel, probed; NumPy without it); GPUs keep MLX ops on the device. None:
+        # chosen by mx.default_device().
         if host_dequantize is None:
             host_dequantize = mx.default_device() == mx.cpu
-        self.host_dequantize = host_dequantize and spec.quantized and spec.dtype != "bfloat16"
+        self.dequant = host_dequant.choose(spec) if host_dequantize and spec.quantized else None
+        if self.dequant is not None and self.dequant.kernel is None and spec.dtype == "bfloat16":
+            self.dequant = None  # NumPy has no bfloat16: MLX's ops then
+        self.host_dequantize = self.dequant is not None
+        self._kind = KINDS[spec.dtype]
         self.dtype: mx.Dtype = getattr(mx, spec.dtype)  # what gathers give back
         self.parts = parts_of(spec)
         self._slabs = [mx.zeros((total_blocks, 2, spec.n_kv_heads, spec.block_tokens, p.dim), dtype=p.dtype)
@@ -60,6 +66,12 @@ class KVBlockStore:
     @property
     def nbytes(self) -> int:
         return sum(slab.nbytes for slab in self._slabs)
+
+    @property
+    def float_nbytes(self) -> int:
+        """What gathering every block would give back: the pool's K/V as floats."""
+        spec = self.spec
+        return self._slabs[0].shape[0] * 2 * spec.n_kv_heads * spec.block_tokens * spec.head_dim * spec.itemsize
 
     @property
     def rows(self) -> mx.array:
@@ -76,33 +88,31 @@ class KVBlockStore:
     # -- blocks -> caches ---------------------------------------------------
 
     def gather(self, agent_blocks: AgentBlocks) -> tuple[list[LayerCache], CopyStats]:
-        """Build one mlx-lm cache per layer from the agent's blocks: one copy per byte
-        (quantized blocks: the take moves packed bytes, one dequantize writes the floats)."""
+        """Build one mlx-lm cache per layer from the agent's blocks, every byte copied once.
+
+        Float blocks: one ``mx.take`` for all layers, each cache's K and V a view into it
+        (per-layer takes cost ~20 us each in dispatch; integer-indexing a taken array copies
+        it again in MLX: slices of it do not). Quantized blocks: dequantized block by block
+        straight into one float buffer (NumPy on the CPU) or taken packed and dequantized by
+        MLX ops on the device (GPUs).
+        """
         tic = time.perf_counter()
         spec, n = self.spec, agent_blocks.total_tokens
-        caches: list[LayerCache] = []
-        num_blocks = num_bytes = 0
-        for layer_id in range(spec.n_layers):
-            blocks, kept = self._layer_blocks(agent_blocks, layer_id)
-            if self.host_dequantize:
-                kv = self._dequantize_layer_host(blocks, kept)
-            else:
-                kv = decode(spec, self._take_layer(blocks, kept))  # [2, 1, H, kept, D]
-            caches.append(self.make_cache(layer_id, kv[0], kv[1], n))
-            num_blocks += len(blocks)
-            num_bytes += 2 * kv[0].nbytes
+        layers = [self._layer_blocks(agent_blocks, layer_id) for layer_id in range(spec.n_layers)]
+        kv = self._dequantize_host(layers) if self.host_dequantize else self._take_float(layers)
+        caches = [self.make_cache(layer_id, keys, values, n) for layer_id, (keys, values) in enumerate(kv)]
         mx.eval([(c.keys, c.values) for c in caches])
         ms = (time.perf_counter() - tic) * 1000
-        return caches, CopyStats(num_blocks, num_bytes, n, ms)
+        num_bytes = sum(keys.nbytes + values.nbytes for keys, values in kv)
+        return caches, CopyStats(sum(len(blocks) for blocks, _ in layers), num_bytes, n, ms)
 
     def read_layers(self, agent_blocks: AgentBlocks) -> list[KVTokens[mx.array]]:
         """Each layer's K/V as stored (quantized stays quantized): ``[H, kept, C]`` per part."""
-        layers = []
-        for layer_id in range(self.spec.n_layers):
-            taken = self._take_layer(*self._layer_blocks(agent_blocks, layer_id))
-            layers.append(KVTokens(tuple(t[0, 0] for t in taken), tuple(t[1, 0] for t in taken)))
-        mx.eval([p for layer in layers for p in layer.keys + layer.values])
-        return layers
+        layers = [self._layer_blocks(agent_blocks, layer_id) for layer_id in range(self.spec.n_layers)]
+        out = [KVTokens(tuple(p[0] for p in keys), tuple(p[0] for p in values))
+               for keys, values in self._take_parts(layers)]
+        mx.eval([p for layer in out for p in layer.keys + layer.values])
+        return out
 
     def read_tokens(self, blocks: list[Block], start: int, stop: int) -> KVTokens[np.ndarray]:
         """A copy of tokens ``[start, stop)`` of a layer's ``blocks`` (in order), as stored."""
@@ -122,29 +132,59 @@ class KVBlockStore:
             )
         return blocks, kept
 
-    def _take_layer(self, blocks: list[Block], kept: int) -> tuple[mx.array, ...]:
-        """Per part ``[2, 1, H, kept, C]``: the layer's K|V rows, one ``mx.take`` per part."""
-        spec = self.spec
-        ids = np.fromiter((b.block_id for b in blocks), dtype=np.uint32, count=len(blocks))
-        kv = np.arange(2, dtype=np.uint32)[:, None, None]
-        heads = np.arange(spec.n_kv_heads, dtype=np.uint32)[None, :, None]
-        # Row order (K|V, head, block): after the take, tokens run contiguously per head.
-        rows = mx.array(((ids[None, None, :] * 2 + kv) * spec.n_kv_heads + heads).ravel())
-        tokens = len(blocks) * spec.block_tokens
-        return tuple(mx.take(r, rows, axis=0).reshape(2, 1, spec.n_kv_heads, tokens, p.dim)[:, :, :, :kept]
-                     for r, p in zip(self._rows, self.parts))
+    def _take_parts(self, layers: list[tuple[list[Block], int]]) -> list[tuple[tuple[mx.array, ...], tuple[mx.array, ...]]]:
+        """Per layer, K's and V's stored parts ``[1, H, kept, C]``: views into one ``mx.take``
+        per part over the slab's rows, ordered (layer, K|V, head, block) so that each head's
+        tokens run contiguously."""
+        spec, heads = self.spec, self.spec.n_kv_heads
+        kv_heads = np.arange(2 * heads, dtype=np.uint32).reshape(2, heads, 1)  # row of (K|V, head) in a block
+        rows = mx.array(np.concatenate([
+            (np.fromiter((b.block_id for b in blocks), dtype=np.uint32, count=len(blocks)) * (2 * heads) + kv_heads).ravel()
+            for blocks, _ in layers]))
+        taken = [mx.take(r, rows, axis=0) for r in self._rows]
+        out = []
+        start = 0
+        for blocks, kept in layers:
+            count, tokens = heads * len(blocks), len(blocks) * spec.block_tokens
 
-    def _dequantize_layer_host(self, blocks: list[Block], kept: int) -> mx.array:
-        """``[2, 1, H, kept, D]`` floats: packed rows taken by NumPy, dequantized into the output."""
-        spec = self.spec
-        ids = np.fromiter((b.block_id for b in blocks), dtype=np.intp, count=len(blocks))
-        out = mx.zeros((2, 1, spec.n_kv_heads, kept, spec.head_dim), dtype=self.dtype)
-        target = host_view(out)
-        # [K|V, H, blocks, T, C] -> tokens run contiguously per head after the reshape
-        parts = tuple(h[ids].transpose(1, 2, 0, 3, 4).reshape(2, 1, spec.n_kv_heads, -1, h.shape[-1])[:, :, :, :kept]
-                      for h in self._hosts)
-        dequantize_host(spec, parts, target)
+            def view(first: int) -> tuple[mx.array, ...]:
+                # slice then reshape a contiguous range: a view; [:kept] last (a strided view)
+                return tuple(t[first : first + count].reshape(1, heads, tokens, p.dim)[:, :, :kept]
+                             for t, p in zip(taken, self.parts))
+
+            out.append((view(start), view(start + count)))
+            start += 2 * count
         return out
+
+    def _take_float(self, layers: list[tuple[list[Block], int]]) -> list[tuple[mx.array, mx.array]]:
+        """Per layer, float K and V ``[1, H, kept, D]`` (quantized parts dequantized by MLX ops)."""
+        return [(decode(self.spec, keys), decode(self.spec, values)) for keys, values in self._take_parts(layers)]
+
+    def _dequantize_host(self, layers: list[tuple[list[Block], int]]) -> list[tuple[mx.array, mx.array]]:
+        """Per layer, float K and V ``[1, H, kept, D]``: views into one buffer filled on the
+        host from the packed slabs, in (layer, K|V, head, token) order. (MLX has no
+        uninitialised allocation: zeroing it costs about half a copy, measured; filling it
+        in cache-sized chunks right after zeroing each gained nothing.)"""
+        spec, heads, dim = self.spec, self.spec.n_kv_heads, self.spec.head_dim
+        assert self.dequant is not None
+        sizes = [heads * kept * dim for _, kept in layers]
+        out = mx.zeros((2 * sum(sizes),), dtype=self.dtype)
+        target = host_view(out)
+        if self.dequant.kernel is not None:
+            starts, counts = segments(spec, layers)
+            q, scales, biases = (h.reshape(-1, h.shape[-1]) for h in self._hosts)
+            self.dequant.kernel(self._kind, spec.kv_bits, spec.kv_group_size, q.view(np.uint8),
+                                as_kernel_array(scales), as_kernel_array(biases), starts, counts,
+                                as_kernel_array(target))
+        else:
+            dequantize_numpy(spec, self._hosts, layers, target)
+        kv: list[tuple[mx.array, mx.array]] = []
+        start = 0
+        for (_, kept), size in zip(layers, sizes):
+            kv.append((out[start : start + size].reshape(1, heads, kept, dim),
+                       out[start + size : start + 2 * size].reshape(1, heads, kept, dim)))
+            start += 2 * size
+        return kv
 
     def make_cache(self, layer_id: int, keys: mx.array, values: mx.array, n: int) -> LayerCache:
         """An mlx-lm cache for one layer holding ``keys``/``values`` (``[1, H, T, D]``) of a

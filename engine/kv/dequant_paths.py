@@ -1,0 +1,77 @@
+"""The host side of a quantized gather: which slab rows go where, and the NumPy fallback.
+
+No numba here (``engine.kv.dequant_kernels`` holds the kernel): a store of float blocks,
+or a machine without numba, never imports it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pool import Block, ModelCacheSpec
+
+FLOAT32, FLOAT16, BFLOAT16 = 0, 1, 2  # the kernel's ``kind``: what outputs, scales and biases hold
+KINDS = {"float32": FLOAT32, "float16": FLOAT16, "bfloat16": BFLOAT16}
+
+Layers = list[tuple[list[Block], int]]  # per layer: its blocks in token order, tokens kept
+
+
+def as_kernel_array(a: np.ndarray) -> np.ndarray:
+    """Float16 travels as its uint16 bits (numba has no 16-bit floats; bfloat16 already does)."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
+
+
+def segments(spec: ModelCacheSpec, layers: Layers) -> tuple[np.ndarray, np.ndarray]:
+    """Slab row ``starts`` and row ``counts`` of every (layer, K|V, head, block), in output order.
+
+    A slab row is one token of one head: row ``((block * 2 + kv) * H + head) * T + token``."""
+    heads, tokens = spec.n_kv_heads, spec.block_tokens
+    kv_heads = np.arange(2 * heads, dtype=np.int64).reshape(2, heads, 1)
+    starts, counts = [], []
+    for blocks, kept in layers:
+        ids = np.fromiter((b.block_id for b in blocks), dtype=np.int64, count=len(blocks))
+        starts.append(((ids * (2 * heads) + kv_heads) * tokens).ravel())
+        per_block = np.full(len(blocks), tokens, dtype=np.int64)
+        if len(blocks):
+            per_block[-1] = kept - (len(blocks) - 1) * tokens
+        counts.append(np.broadcast_to(per_block, (2, heads, len(blocks))).ravel())
+    return np.concatenate(starts), np.concatenate(counts)
+
+
+def dequantize_numpy(spec: ModelCacheSpec, hosts: list[np.ndarray], layers: Layers, out: np.ndarray) -> None:
+    """Fill ``out`` (1-D, (layer, K|V, head, token, D) order) block by block with NumPy."""
+    heads, dim, tokens = spec.n_kv_heads, spec.head_dim, spec.block_tokens
+    start = 0
+    for blocks, kept in layers:
+        size = heads * kept * dim
+        for half in (0, 1):
+            segment = out[start : start + size].reshape(heads, kept, dim)
+            for j, block in enumerate(blocks):
+                first = j * tokens
+                count = min(tokens, kept - first)
+                dequantize_host(spec, tuple(h[block.block_id, half, :, :count] for h in hosts),
+                                segment[:, first : first + count])
+            start += size
+
+
+def unpack_host(spec: ModelCacheSpec, packed: np.ndarray) -> np.ndarray:
+    """``uint32 [..., D * bits / 32]`` -> ``uint8 [..., D / group, group]`` quantized values.
+
+    MLX packs values from the low bits up and the host is little-endian, so 8-bit values are
+    the bytes in order and 4-bit ones the low then the high nibble of each byte."""
+    as_bytes = packed.view(np.uint8)
+    if spec.kv_bits == 4:
+        as_bytes = np.stack([as_bytes & 0xF, as_bytes >> 4], axis=-1)
+    return as_bytes.reshape(*packed.shape[:-1], spec.head_dim // spec.kv_group_size, spec.kv_group_size)
+
+
+def dequantize_host(spec: ModelCacheSpec, parts: tuple[np.ndarray, ...], out: np.ndarray) -> None:
+    """``out[...] = q * scale + bias``, written straight into ``out`` (``[..., D]``; float32 or
+    float16, not bfloat16). Equal to ``mx.dequantize`` on the CPU (tests check it exactly):
+    the product of two halves is exact in float32, each step rounds once, as MLX's does."""
+    q, scales, biases = parts
+    # float32 math (NumPy's float16 loops are scalar): exact products, one rounding into ``out``
+    scales, biases = scales.astype(np.float32, copy=False), biases.astype(np.float32, copy=False)
+    grouped = out.reshape(*out.shape[:-1], spec.head_dim // spec.kv_group_size, spec.kv_group_size)
+    np.multiply(unpack_host(spec, q), scales[..., None], out=grouped, casting="unsafe")
+    np.add(grouped, biases[..., None], out=grouped, casting="unsafe")
