@@ -95,7 +95,7 @@ class BlockPoolBatchEngine:
         if self.recorder.enabled:
             pool.set_observer(partial(publish_pool_change, self.recorder))
         self._store = KVBlockStore(spec, pool.total_blocks)
-        self._cache_limit = CacheLimit(self._store.nbytes)
+        self._cache_limit = CacheLimit(self._store.float_nbytes)
         self._temp_spill = spill_dir is None
         spill_folder, self._remove_temp = open_spill_folder(self, spill_dir)
         spill = SpillStore(spill_folder, spec, key, spill_budget_bytes)
