@@ -9,11 +9,12 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from pool import ModelCacheSpec
 from tui.app import BlockpoolApp
 from tui.messages import TokensGenerated
 from tui.screens import ConfirmScreen, TextPromptScreen
 from tui.settings import TuiSettings
-from tui.widgets import BlockMap
+from tui.widgets import BlockMap, BlockMapPanel
 
 WAIT_S = 90.0
 pytestmark = pytest.mark.anyio
@@ -111,6 +112,26 @@ async def test_two_agents_stream_complete_and_closing_frees_blocks(default_model
         assert app.stats.pool.used_blocks() == used_before - usage[second.agent_id]
         assert [a.agent_id for a in app.roster] == [first.agent_id]
         assert second.colour not in map_colours(app)
+
+
+async def test_the_header_and_the_pool_panel_name_the_block_format_and_its_size(default_model):
+    """--kv-bits 8: whole in the header at 120 columns; in the pool panel's title at 80, where the header is cut."""
+    app = make_app(default_model, agents=1, blocks=2000, kv_bits=8)
+    spec = ModelCacheSpec.from_model(default_model[0], kv_bits=8)
+    assert 10 * 1024 <= spec.bytes_per_block < 2**20  # so it reads as whole KiB
+    size = f"{round(spec.bytes_per_block / 1024)} KiB"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready and app.stats is not None)
+        assert f"{spec.n_layers} layers · 2,000 q8/g64 blocks × 256 tok, {size} each" in app.sub_title
+        header = app.query_one("HeaderTitle")
+        assert app.format_title(app.title, app.sub_title).cell_length <= header.content_size.width
+        panel = app.query_one(BlockMapPanel)
+        app.refresh_panels()
+        await pilot.pause()
+        assert panel.border_title == f"KV blocks · q8/g64 · {size} each"
+        await pilot.resize_terminal(80, 30)
+        await pilot.pause()
+        assert len(panel.border_title) <= panel.outer_size.width - 6  # "╭─ " and " ─╮" around it
 
 
 async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):
