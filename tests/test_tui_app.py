@@ -9,7 +9,11 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from engine.blas.choice import choose
+from engine.blas.libraries import LIB_ENV
+from engine.blas.verdicts import VerdictCache
 from pool import ModelCacheSpec
+from tests.blas_libraries import WRONG, build
 from tui.app import BlockpoolApp
 from tui.messages import TokensGenerated
 from tui.screens import ConfirmScreen, TextPromptScreen
@@ -132,6 +136,23 @@ async def test_the_header_and_the_pool_panel_name_the_block_format_and_its_size(
         await pilot.resize_terminal(80, 30)
         await pilot.pause()
         assert len(panel.border_title) <= panel.outer_size.width - 6  # "╭─ " and " ─╮" around it
+
+
+async def test_a_blas_that_failed_its_probe_is_named_in_a_warning_on_screen(default_model, monkeypatch, tmp_path):
+    """The fallback warning goes to stderr, which the TUI's screen hides: the app shows it too."""
+    library = build(tmp_path, "wrong", WRONG)
+    monkeypatch.setenv(LIB_ENV, str(library))
+    choice = choose(cache=VerdictCache(tmp_path / "verdicts.json"), warn=False)
+    assert choice.library is None and [lib.path for lib, _ in choice.rejected] == [library]  # the real probe
+    (note,) = choice.fallback_notes()
+    app = BlockpoolApp(TuiSettings(agents=1, blocks=200, max_tokens=6), loaded_model=default_model,
+                       blas_notes=choice.fallback_notes())
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:  # toasts are off in tests by default
+        await wait_for(pilot, lambda: app.screen.query("Toast"))
+        (toast,) = app.screen.query("Toast")
+        assert toast.has_class("-warning")
+        assert toast.render().plain == f"BLAS fallback\n{note}"
+        assert f"BLAS {library} failed its probe" in note and "bundled reference BLAS" in note
 
 
 async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):
