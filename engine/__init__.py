@@ -17,6 +17,7 @@ _load_fast_blas()
 _EXPORTS = {
     "BlockPoolBatchEngine": "engine.batch_engine",
     "Completion": "engine.requests",
+    "EngineClosed": "engine.errors",
     "StepOutput": "engine.requests",
     "TokenDelta": "engine.requests",
     "PrefillProgress": "engine.requests",

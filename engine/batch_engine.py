@@ -24,6 +24,7 @@ from telemetry.events import EngineStep, RequestSubmitted
 
 from .cache_limit import CacheLimit
 from .contexts import Contexts
+from .errors import EngineClosed
 from .kv.block_writer import BlockWriter
 from .kv.kv_store import KVBlockStore, LayerCache
 from .kv.residency import Residency
@@ -135,8 +136,7 @@ class BlockPoolBatchEngine:
         """
         if self._loop.runner is None:
             raise RuntimeError("this engine was built without a model (gather-only); it cannot generate")
-        if self._closed_engine:
-            raise RuntimeError("this engine was closed; build a new one")
+        self._check_open("submit")
         check_request(agent_id, max_tokens, temperature, top_p)
         prompt_ids = self.encode(prompt, continues=cache is not None)
 
@@ -232,7 +232,8 @@ class BlockPoolBatchEngine:
         given; within its budget), remove the temp spill folder, restore MLX's cache limit.
 
         Returns agent id -> error for the contexts that could not be saved. Owner thread
-        only; a second call does nothing. ``with BlockPoolBatchEngine(...) as engine:`` calls it.
+        only; a second call does nothing; ``submit``, ``step`` and ``step_once`` raise
+        ``EngineClosed`` from then on. ``with BlockPoolBatchEngine(...) as engine:`` calls it.
         """
         self._owner.check("close")
         if self._closed_engine:
@@ -271,12 +272,19 @@ class BlockPoolBatchEngine:
         return self._scheduler.num_queued
 
     def step(self) -> Iterator[Completion]:
-        """Run batched steps until every submitted request has finished, yielding each."""
+        """Run batched steps until every submitted request has finished, yielding each.
+
+        After ``close()`` this raises ``EngineClosed`` at the call, not at the first ``next``."""
+        self._check_open("step")
+        return self._steps()
+
+    def _steps(self) -> Iterator[Completion]:
         while self.has_work():
             yield from self.step_once().completions
 
     def step_once(self) -> StepOutput:
-        """One batched decode step plus at most one prefill chunk."""
+        """One batched decode step plus at most one prefill chunk (``EngineClosed`` after ``close()``)."""
+        self._check_open("step_once")
         self._owner.claim()
         with self._step_lock:
             tic = time.perf_counter()
@@ -300,6 +308,12 @@ class BlockPoolBatchEngine:
         """Token ids of a prompt: as ``mlx_lm.generate`` tokenizes it, or, for a turn that
         ``continues`` a context, with no special tokens added (see ``engine.prompts``)."""
         return encode_prompt(self.tokenizer, prompt, continues=continues)
+
+    def _check_open(self, call: str) -> None:
+        # close() saved the contexts, removed the temp spill folder and restored MLX's cache limit:
+        # a later step would change contexts that nothing saves any more.
+        if self._closed_engine:
+            raise EngineClosed(call)
 
     def _apply_if_idle(self) -> None:
         """Apply commands now when called on the owner thread between steps; else the next step does."""

@@ -17,10 +17,10 @@ import os
 import sys
 
 from engine.blas.environment import without_preload
-from engine.blas.process import (active, blas_env, current_choice, load_in_process, loaded_library,
-                                 mapped_blas_files, preloaded, reexec_if_needed)
+from engine.blas.process import (active, blas_env, current_choice, fallback_notes, load_in_process,
+                                 loaded_library, mapped_blas_files, preloaded, reexec_if_needed)
 
-__all__ = ["active", "blas_env", "current_choice", "load_in_process", "loaded_library", "main",
+__all__ = ["active", "blas_env", "current_choice", "fallback_notes", "load_in_process", "loaded_library", "main",
            "mapped_blas_files", "preloaded", "reexec_if_needed"]
 
 

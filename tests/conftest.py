@@ -1,4 +1,4 @@
-"""Shared fixtures: the real default model is loaded once per test session."""
+"""Shared fixtures: the real default model, and the optional Gemma 3 270M, are loaded once per test session."""
 
 from __future__ import annotations
 
@@ -38,3 +38,20 @@ def default_spec(default_model):
     from pool import ModelCacheSpec
 
     return ModelCacheSpec.from_model(default_model[0])
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """(model, tokenizer) of Gemma 3 270M (the optional alias), default dtype; the modules using it
+    skip without the optional packages. Shared, so no test may change it: test_integrity_gemma
+    sets a chat template on its tokenizer and loads its own."""
+    from engine import load_model
+
+    return load_model("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma_spec(gemma):
+    from pool import ModelCacheSpec
+
+    return ModelCacheSpec.from_model(gemma[0])

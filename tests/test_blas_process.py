@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import fastblas
-from engine.blas.choice import OPT_OUT_ENV
+from engine.blas.choice import OPT_OUT_ENV, WARNED_ENV
 from engine.blas.libraries import LIB_ENV
 from tests.blas_libraries import BIN, TRAP, build, clean_env, warnings_about
 
@@ -41,10 +41,29 @@ def test_import_engine_loads_the_fast_blas_before_mlx(wheel_blas: None) -> None:
 
 
 def test_mlx_imported_first_warns_once(wheel_blas: None) -> None:
-    done = run_python(f"import mlx.core, engine, engine.fastblas; {MAPPED_BLAS}")
+    done = run_python(f"import mlx.core, engine, engine.fastblas; {MAPPED_BLAS}; "
+                      "print(json.dumps(engine.fastblas.fallback_notes()))")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == []
+    mapped, notes = map(json.loads, done.stdout.splitlines())
+    assert mapped == []
     assert done.stderr.count("MLX was imported before engine") == 1, done.stderr
+    assert [note[:36] for note in notes] == ["MLX was imported before engine, so i"]  # what the TUI shows
+
+
+def test_the_tui_shows_the_fallback_warning_that_stderr_showed(tmp_path: Path) -> None:
+    """blockpool-tui hides stderr, so the app takes the process's notes (MLX not loaded yet);
+    a re-executed child, told the library was warned about, stays quiet but still knows."""
+    library = build(tmp_path, "trap", TRAP)
+    code = ("import json, sys; from tui.app import BlockpoolApp; print(json.dumps(BlockpoolApp().blas_notes)); "
+            "sys.exit('mlx.core' in sys.modules)")
+    env = {LIB_ENV: str(library), "BLOCKPOOL_CONFIG": str(tmp_path / "absent.toml")}
+    first = run_python(code, **env)
+    assert first.returncode == 0, first.stderr
+    (warned,) = warnings_about(first.stderr, library)
+    assert json.loads(first.stdout) == [warned.removeprefix("blockpool: ")]
+    child = run_python(code, **env, **{WARNED_ENV: str(library)})
+    assert child.returncode == 0 and warnings_about(child.stderr, library) == [], child.stderr
+    assert json.loads(child.stdout) == json.loads(first.stdout)
 
 
 def test_opting_out_keeps_the_bundled_blas(wheel_blas: None) -> None:

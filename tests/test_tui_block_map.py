@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from textual.app import App, ComposeResult
 
 from textual.widgets import Static
 
-from pool import BlockInfo, BlockPool, PoolSnapshot
+from pool import BlockInfo, BlockPool, ModelCacheSpec, PoolSnapshot
 from tests.test_pool_sharing import PROMPT, global_spec, write_context
 from tui.widgets import BlockMap, BlockMapPanel
 from tui.widgets.block_map import CACHED, FREE, LABEL_WIDTH, SHARED, USED, layer_rows, owner_cells, row_slots
@@ -140,3 +142,19 @@ def test_a_row_keeps_shared_and_own_blocks_of_one_agent_apart():
     (row,) = layer_rows(snap, ["a", "b"])
     assert row.cell_keys == (("a", True),) * 3 and row.num_cached == 2
     assert row_slots(snap, (row,)) == 12
+
+
+async def test_the_title_names_the_block_format_and_size_when_the_pool_tells_them():
+    spec = ModelCacheSpec(n_layers=2, n_kv_heads=4, head_dim=64, dtype="float16", block_tokens=16,
+                          layer_types=("global",) * 2, kv_bits=8)
+    quantized = BlockPool(spec, 8).snapshot()
+    assert spec.bytes_per_block == 2 * 4 * 16 * (64 + 2 * 2)  # packed bytes + a float16 scale and bias a group
+    older = dataclasses.replace(quantized, kv_format="")  # a server from before quantized blocks
+    none_yet = dataclasses.replace(older, bytes_per_block=0)  # a server's pool before its first snapshot
+    cases = ((quantized, "KV blocks · q8/g64 · 8.5 KiB each"), (older, "KV blocks · 8.5 KiB each"),
+             (none_yet, "KV block pool"))
+    for snap, title in cases:
+        app = PanelApp(snap)
+        async with app.run_test(size=(60, 20)) as pilot:
+            await pilot.pause()
+            assert app.query_one(BlockMapPanel).border_title == title

@@ -12,6 +12,7 @@ import pytest
 from rich.text import Text
 from textual.widgets import Static
 
+from pool import ModelCacheSpec
 from tests.reference import reference
 from tests.remote_harness import mlx_lm_server, start_serve, stop
 from tests.server_harness import free_port, leaked_blocks, wait_until
@@ -88,6 +89,9 @@ async def test_chats_through_blockpool_serve_and_panels_show_its_pool(keyed_serv
         await wait_for(pilot, lambda: app.stats.telemetry.requests_finished >= 1
                        and app.stats.telemetry.last_step is not None)
         assert "blocks" in static_text(app.query_one(BlockMapPanel), ".summary")
+        # The header holds the connection; the pool panel's title names the server's block format.
+        kv_format = ModelCacheSpec.from_model(model).kv_format
+        assert app.query_one(BlockMapPanel).border_title.startswith(f"KV blocks · {kv_format} · ")
         assert "tok/s" in str(app.query_one(EnginePanel).content)
 
         # Another client's conversation shows as another owner, without its text.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from telemetry import PoolSnapshotEvent
 from tests.server_harness import free_port
 from tui.cli import SettingsError, parse_settings
 from tui.remote.errors import status_error, transport_error
 from tui.remote.metrics_view import ServerFigures, missing, read_figures
+from tui.remote.pool_mirror import PoolMirror
 from tui.remote.watcher import retry_delay_s
 from tui.remote.wire import MessagesTemplate, SseParser, decode_messages
 from tui.session_log import SessionLog, open_store
@@ -113,3 +115,14 @@ def test_the_session_database_never_holds_the_api_key(monkeypatch, tmp_path):
     saved = store.session(log.session_id).settings
     assert saved["server"] == "http://127.0.0.1:8000" and "api_key" not in saved
     assert b"secret-key-1" not in (tmp_path / "sessions.db").read_bytes()
+
+
+def test_the_pool_mirror_keeps_the_servers_block_format():
+    fields = dict(total_blocks=8, used_blocks=1, n_layers=1, block_tokens=16, bytes_per_block=8704,
+                  layer_types=("global",), owners=((3, 0, "conv-1"),))
+    mirror = PoolMirror()
+    assert mirror.snapshot().kv_format == ""  # nothing known before the server's first snapshot
+    mirror.apply(PoolSnapshotEvent(**fields, kv_format="q8/g64"))
+    assert (mirror.snapshot().kv_format, mirror.snapshot().bytes_per_block) == ("q8/g64", 8704)
+    mirror.apply(PoolSnapshotEvent(**fields))  # a server from before quantized blocks names no format
+    assert mirror.snapshot().kv_format == ""

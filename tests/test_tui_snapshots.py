@@ -51,7 +51,7 @@ def scripted_app(*, total_blocks: int = 320, agents: int = 2, replies: Sequence[
         return ScriptedEngine(replies=replies, total_blocks=total_blocks, recorder=recorder)
 
     settings = TuiSettings(model="scripted", agents=agents, max_tokens=64, system="You are concise.")
-    app = BlockpoolApp(settings, engine_factory=factory)
+    app = BlockpoolApp(settings, engine_factory=factory, blas_notes=())  # the same screen on every machine
     app.animation_level = "none"
     return app
 

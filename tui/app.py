@@ -46,6 +46,8 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
 
     With a ``store``, conversations are saved as they happen and the last session (see
     ``TuiSettings.resume``) comes back on start; without one, nothing is saved.
+    ``blas_notes``: the BLAS fallback warnings to show on start (default: this process's,
+    which stderr showed only for an instant before the screen took over).
     """
 
     CSS_PATH = "app.tcss"
@@ -79,9 +81,11 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
         engine_factory: EngineFactory | None = None,
         loaded_model: tuple[Any, Any] | None = None,
         store: SessionStore | None = None,
+        blas_notes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings if settings is not None else TuiSettings()
+        self.blas_notes = tuple(blas_notes) if blas_notes is not None else fastblas.fallback_notes()
         warn = partial(self.notify, title="Conversation not saved", severity="error", timeout=10)
         self.sessions = SessionLog(store, self.settings, warn) if store is not None else None
         spill_dir = self.sessions.spill_dir if self.sessions is not None else None
@@ -122,6 +126,8 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
     async def on_mount(self) -> None:
         for warning in self.startup_warnings:
             self.notify(warning, title="Session database", severity="warning", timeout=30)
+        for note in self.blas_notes:  # not markup: a library's path or a probe's reason may hold [brackets]
+            self.notify(note, title="BLAS fallback", severity="warning", timeout=30, markup=False)
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         if self.settings.telemetry_log is not None:

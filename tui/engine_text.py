@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tui.units import readable_bytes
+
 
 def renderer(tokenizer: Any) -> Callable[[list[dict[str, str]], bool], str]:
     if not getattr(tokenizer, "has_chat_template", True):
@@ -34,10 +36,15 @@ def plain_render(messages: list[dict[str, str]], add_generation_prompt: bool) ->
 
 
 def describe(engine: Any) -> str:
+    """One line for the header after the model's name: layers, blocks, their format and size.
+
+    E.g. ``30 layers · 4,854 q8/g64 blocks × 256 tok, 108 KiB each``: sized to fit a
+    120-column header beside the default model's name, so the pool's total bytes are
+    left to the block pool panel's first line.
+    """
     if isinstance(text := getattr(engine, "description", None), str):  # an engine elsewhere (a server) says itself
         return text
     pool = engine.pool
     spec = pool.spec
-    mib = pool.total_blocks * spec.bytes_per_block / 2**20
-    return (f"{spec.n_layers} layers · {pool.total_blocks} blocks × {spec.block_tokens} tok "
-            f"({mib:.0f} MiB KV)")
+    return (f"{spec.n_layers} layers · {pool.total_blocks:,} {spec.kv_format} blocks × {spec.block_tokens} tok, "
+            f"{readable_bytes(spec.bytes_per_block)} each")

@@ -33,6 +33,11 @@ class Choice:
     rejected: tuple[tuple[Library, Verdict], ...] = field(default=())
     from_cache: bool = False
 
+    def fallback_notes(self) -> tuple[str, ...]:
+        """One line per rejected library, as warned on stderr: what failed, why, what runs instead."""
+        instead = str(self.library.path) if self.library is not None else f"{BUNDLED} instead (slower)"
+        return tuple(rejected_note(library, verdict, instead) for library, verdict in self.rejected)
+
 
 def choose(*, cache: VerdictCache | None = None, warn: bool = True) -> Choice:
     """Probe (or recall) each candidate in turn; warn once per rejected library."""
@@ -81,13 +86,16 @@ def blas_threads() -> int:
     return DEFAULT_THREADS
 
 
+def rejected_note(library: Library, verdict: Verdict, instead: str) -> str:
+    return f"BLAS {library.path} failed its probe: {verdict.reason}; using {instead}"
+
+
 def _warn_rejected(rejected: list[tuple[Library, Verdict]], *, instead: str) -> None:
     """One line per rejected library, once per process tree."""
     warned = [p for p in os.environ.get(WARNED_ENV, "").split(os.pathsep) if p]
     for library, verdict in rejected:
         if str(library.path) in warned:
             continue
-        print(f"blockpool: BLAS {library.path} failed its probe: {verdict.reason}; using {instead}",
-              file=sys.stderr, flush=True)
+        print(f"blockpool: {rejected_note(library, verdict, instead)}", file=sys.stderr, flush=True)
         warned.append(str(library.path))
     os.environ[WARNED_ENV] = os.pathsep.join(warned)

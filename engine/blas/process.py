@@ -27,6 +27,7 @@ class _ProcessState:
     choice: Choice | None = None
     load_attempted: bool = False
     loaded: str | None = None  # the path this process dlopen-ed
+    load_problem: str | None = None  # why the chosen library is not in this process (said on stderr)
 
 
 _state = _ProcessState()
@@ -37,6 +38,15 @@ def current_choice() -> Choice:
     if _state.choice is None:
         _state.choice = choose()
     return _state.choice
+
+
+def fallback_notes() -> tuple[str, ...]:
+    """What this process said on stderr about falling back from a BLAS, for an app that hides
+    stderr (blockpool-tui). A child of a process that warned already stays quiet on stderr,
+    but its notes are the same: the choice, and its rejections, are made again from the
+    cached verdicts (this makes the choice if nothing did yet)."""
+    notes = current_choice().fallback_notes()
+    return (*notes, _state.load_problem) if _state.load_problem is not None else notes
 
 
 def preloaded() -> str | None:
@@ -73,18 +83,23 @@ def load_in_process() -> None:
     if choice.library is None:
         return
     if "mlx.core" in sys.modules:
-        print("blockpool: MLX was imported before engine, so it runs on its bundled BLAS (slower); "
-              "import engine first, or run through `python -m engine.fastblas`", file=sys.stderr)
+        _load_problem("MLX was imported before engine, so it runs on its bundled BLAS (slower); "
+                      "import engine first, or run through `python -m engine.fastblas`")
         return
     # OpenBLAS reads its thread count once, while it loads.
     os.environ["OPENBLAS_NUM_THREADS"] = str(choice.threads)
     try:
         ctypes.CDLL(str(choice.library.load_path), mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
-        print(f"blockpool: cannot load BLAS {choice.library.path} in this process ({exc}); using the bundled "
-              "BLAS (slower); `python -m engine.fastblas CMD` preloads it instead", file=sys.stderr)
+        _load_problem(f"cannot load BLAS {choice.library.path} in this process ({exc}); using the bundled "
+                      "BLAS (slower); `python -m engine.fastblas CMD` preloads it instead")
         return
     _state.loaded = str(choice.library.load_path)
+
+
+def _load_problem(text: str) -> None:
+    _state.load_problem = text
+    print(f"blockpool: {text}", file=sys.stderr)
 
 
 def blas_env(choice: Choice | None = None) -> dict[str, str] | None:

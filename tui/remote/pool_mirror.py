@@ -11,7 +11,8 @@ from __future__ import annotations
 from telemetry import BlocksAllocated, BlocksFreed, Event, PoolSnapshotEvent
 from pool import BlockInfo, PoolSnapshot
 
-EMPTY = PoolSnapshot(total_blocks=0, block_tokens=0, bytes_per_block=0, n_layers=0, layer_types=(), blocks=())
+EMPTY = PoolSnapshot(total_blocks=0, block_tokens=0, bytes_per_block=0, n_layers=0, layer_types=(), blocks=(),
+                     kv_format="")
 
 
 class PoolMirror:
@@ -50,4 +51,5 @@ class PoolMirror:
                        for block_id, (layer_id, owner) in sorted(self._owners.items()))
         return PoolSnapshot(total_blocks=base.total_blocks, block_tokens=base.block_tokens,
                             bytes_per_block=base.bytes_per_block, n_layers=base.n_layers,
-                            layer_types=base.layer_types, blocks=blocks)
+                            layer_types=base.layer_types, blocks=blocks,
+                            kv_format=base.kv_format)  # "" from a server older than quantized blocks

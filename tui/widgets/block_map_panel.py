@@ -11,20 +11,26 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from tui.units import readable_bytes
 from tui.widgets.block_map import CACHED, CACHED_STYLE, FREE, FREE_STYLE, SHARED, USED, BlockMap
 
 if TYPE_CHECKING:
     from pool import PoolSnapshot
 
 MIB = 2**20
+TITLE = "KV block pool"
 
 
 class BlockMapPanel(Vertical):
-    """Utilisation (used/total blocks and MiB), the map, and a legend of agent colours."""
+    """Utilisation (used/total blocks and MiB), the map, and a legend of agent colours.
+
+    The border title names the block format and size once a pool is known: the header's
+    engine line is cut short in narrow terminals, and a server's is its connection.
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.border_title = "KV block pool"
+        self.border_title = TITLE
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the engine…", classes="summary")
@@ -37,6 +43,7 @@ class BlockMapPanel(Vertical):
         grid.show(snapshot, colours)
         if snapshot is None:
             return
+        self._set_title(_title(snapshot))
         _update(self.query_one(".summary", Static), _summary(snapshot, grid.blocks_per_cell))
         _update(self.query_one(".legend", Static), _legend(snapshot, names, colours))
         tooltip = _shared_tooltip(snapshot, names)
@@ -46,8 +53,13 @@ class BlockMapPanel(Vertical):
     def show_note(self, text: Text) -> None:
         """No map to draw (a server that exposes none): ``text`` says so, and what is known instead."""
         self.query_one(BlockMap).show(None, {})
+        self._set_title(TITLE)
         _update(self.query_one(".summary", Static), text)
         _update(self.query_one(".legend", Static), Text())
+
+    def _set_title(self, title: str) -> None:
+        if self.border_title != title:
+            self.border_title = title
 
 
 def _update(static: Static, text: Text) -> None:
@@ -56,6 +68,17 @@ def _update(static: Static, text: Text) -> None:
     if isinstance(old, Text) and old == text:
         return
     static.update(text, layout=not isinstance(old, Text) or old.plain.count("\n") != text.plain.count("\n"))
+
+
+def _title(snapshot: PoolSnapshot) -> str:
+    """``KV blocks · q8/g64 · 108 KiB each`` (fits the 44-column panel with ``bfloat16``), else the plain title.
+
+    A server older than quantized blocks names no format: then only the size is shown.
+    """
+    if not snapshot.bytes_per_block:  # a server's pool before its first snapshot
+        return TITLE
+    parts = ["KV blocks", snapshot.kv_format, f"{readable_bytes(snapshot.bytes_per_block)} each"]
+    return " · ".join(part for part in parts if part)
 
 
 def _summary(snapshot: PoolSnapshot, blocks_per_cell: int) -> Text:
