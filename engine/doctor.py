@@ -163,6 +163,22 @@ def add_data(report: Report) -> None:
     report.add("spill (temp)", f"{len(temp)} folders, {_bytes(sum(int(p['num_bytes']) for p in temp))}")
     report.add("kv blocks", "16-bit (the model's float dtype) by default; --kv-bits 8 or 4 stores them "
                             "quantized (q8/g64, q4/g64): about 2x and 3.5x the blocks in the same memory")
+    report.add("kv dequantize", kv_dequantize_line())
+
+
+def kv_dequantize_line() -> str:
+    """How quantized blocks become floats on this CPU: the fused kernel, probed here, or why not."""
+    from engine.kv import host_dequant
+    from pool import ModelCacheSpec
+
+    parts = []
+    for dtype in ("float32", "float16"):
+        spec = ModelCacheSpec(n_layers=1, n_kv_heads=1, head_dim=64, dtype=dtype, block_tokens=16,
+                              layer_types=("global",), kv_bits=8, kv_group_size=64)
+        choice = host_dequant.choose(spec)
+        parts.append(f"{dtype}: {choice.name}" + ("" if choice.kernel is not None else f" ({choice.reason})"))
+    version = _version("numba")
+    return f"{'; '.join(parts)} (numba {version or 'not installed'}; probed against mx.dequantize)"
 
 
 def add_models(report: Report) -> None:

@@ -29,7 +29,8 @@ def test_doctor_on_this_machine() -> None:
         pytest.skip(f"no usable fast BLAS here: {choice.reason}")
     done = doctor()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert {"mlx", "cpu", "blas", "matmul", "models", "sessions", "spill", "optional"} <= labels(done.stdout)
+    assert {"mlx", "cpu", "blas", "matmul", "models", "sessions", "spill", "optional", "kv dequantize"} <= labels(done.stdout)
+    assert "float32: numba; float16: numba" in done.stdout  # the kernel passed its probe on this CPU
     assert "OK: everything blockpool needs is usable" in done.stdout
     assert "verdict: probed ok" in done.stdout and "threads: " in done.stdout
     assert "GFLOP/s vs bundled" in done.stdout
@@ -50,3 +51,10 @@ def test_doctor_accepts_an_opt_out() -> None:
     done = doctor("--no-measure", **{OPT_OUT_ENV: "0"})
     assert done.returncode == 0, done.stdout
     assert "BLOCKPOOL_FAST_BLAS=0 (opted out)" in done.stdout
+
+
+def test_doctor_names_the_numpy_dequantize_fallback() -> None:
+    done = doctor("--no-measure", BLOCKPOOL_KV_KERNEL="numpy")
+    assert done.returncode == 0, done.stdout
+    line = next(line for line in done.stdout.splitlines() if line.startswith("kv dequantize"))
+    assert "float32: numpy (BLOCKPOOL_KV_KERNEL=numpy)" in line, line
