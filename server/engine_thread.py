@@ -19,6 +19,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from engine.owner import share_the_gil
 from telemetry import Event, Recorder
 
 from .conversations import Claim, ConversationTable
@@ -92,6 +93,7 @@ class EngineThread(threading.Thread):
         return self._by_uid
 
     def run(self) -> None:
+        share_the_gil()
         try:
             self.engine = self._factory(self.recorder)
         except Exception as exc:  # a bad model name, a pool too small: the server must not start

@@ -138,6 +138,24 @@ async def test_the_header_and_the_pool_panel_name_the_block_format_and_its_size(
         assert len(panel.border_title) <= panel.outer_size.width - 6  # "╭─ " and " ─╮" around it
 
 
+async def test_the_engine_thread_wins_the_gil_back_within_half_a_millisecond(default_model):
+    """The engine thread drops the GIL in every MLX call and must win it back from the UI: at
+    CPython's default 5 ms switch interval a 30-block gather beside a busy UI took 5x as long."""
+    import sys
+
+    from engine.owner import SWITCH_INTERVAL_S
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        app = make_app(default_model, agents=1, blocks=2000)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.ready)
+            assert sys.getswitchinterval() == SWITCH_INTERVAL_S
+    finally:
+        sys.setswitchinterval(previous)
+
+
 async def test_a_blas_that_failed_its_probe_is_named_in_a_warning_on_screen(default_model, monkeypatch, tmp_path):
     """The fallback warning goes to stderr, which the TUI's screen hides: the app shows it too."""
     library = build(tmp_path, "wrong", WRONG)

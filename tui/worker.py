@@ -127,6 +127,9 @@ class EngineWorker(threading.Thread):
     # -- the engine thread -----------------------------------------------------
 
     def run(self) -> None:
+        from engine.owner import share_the_gil  # here: importing the app loads no MLX (BLAS re-exec)
+
+        share_the_gil()
         engine = None
         try:
             engine = self._build()
