@@ -3,6 +3,8 @@ copy-on-write) gives back exactly the dequantized values of the K/V first writte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -199,3 +201,27 @@ def test_a_kernel_that_gives_wrong_values_is_refused(monkeypatch, capsys):
     choice = host_dequant.choose(spec_for(8, 64))
     assert choice.kernel is None and "differ from mx.dequantize" in choice.reason
     assert "dequantize with NumPy" in capsys.readouterr().err
+
+
+def test_without_numba_quantized_gathers_fall_back_to_numpy_with_one_warning():
+    """A machine where numba does not import (no wheel for it, a broken install) still runs
+    quantized blocks: the store says why on stderr, once, and gathers MLX's exact values."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np, mlx.core as mx\n"
+        "from tests.test_kv_quant_store import Turns, spec_for\n"
+        "from pool import AgentBlocks\n"
+        "turns = Turns(spec_for(8, 64)); turns2 = Turns(spec_for(4, 32))\n"
+        "assert turns.store.dequant.name == 'numpy', turns.store.dequant\n"
+        "agent = AgentBlocks('a'); turns.turn(agent, 6); turns.turn(agent, 13)\n"
+        "print('ok', turns.store.gather(agent)[1].num_tokens)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "13"]
+    warnings = [line for line in done.stderr.splitlines() if "dequantize with NumPy" in line]
+    assert len(warnings) == 1 and "numba is not importable" in warnings[0], done.stderr
