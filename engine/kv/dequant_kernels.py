@@ -95,44 +95,18 @@ def _segments(kind: int, bits: int, group: int, q: Any, scales: Any, biases: Any
             o += groups * group
 
 
-# One entry point per (output type, bits): constants inlined into ``_segments`` let LLVM
-# drop the other branches and vectorise the inner loop (with them as arguments it ran 4-7x
-# slower, measured). Separate top-level functions also keep numba's disk cache apart.
-_jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+# One compiled entry point per (output type, bits): with them as constants (closure cells,
+# which numba freezes) LLVM drops the other branches and vectorises the inner loop; as
+# arguments it ran 4-7x slower, measured. Numba's disk cache keys each by its cell values.
+def _entry(kind: int, bits: int) -> Any:
+    def entry(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
+        _segments(kind, bits, group, q, scales, biases, starts, counts, out)
+
+    entry.__name__ = entry.__qualname__ = f"dequantize_kind{kind}_q{bits}"
+    return numba.njit(cache=True, nogil=True, boundscheck=False)(entry)
 
 
-@_jit
-def _f32_q8(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
-    _segments(FLOAT32, 8, group, q, scales, biases, starts, counts, out)
-
-
-@_jit
-def _f32_q4(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
-    _segments(FLOAT32, 4, group, q, scales, biases, starts, counts, out)
-
-
-@_jit
-def _f16_q8(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
-    _segments(FLOAT16, 8, group, q, scales, biases, starts, counts, out)
-
-
-@_jit
-def _f16_q4(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
-    _segments(FLOAT16, 4, group, q, scales, biases, starts, counts, out)
-
-
-@_jit
-def _bf16_q8(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
-    _segments(BFLOAT16, 8, group, q, scales, biases, starts, counts, out)
-
-
-@_jit
-def _bf16_q4(group, q, scales, biases, starts, counts, out):  # type: ignore[no-untyped-def]
-    _segments(BFLOAT16, 4, group, q, scales, biases, starts, counts, out)
-
-
-_ENTRY = {(FLOAT32, 8): _f32_q8, (FLOAT32, 4): _f32_q4, (FLOAT16, 8): _f16_q8,
-          (FLOAT16, 4): _f16_q4, (BFLOAT16, 8): _bf16_q8, (BFLOAT16, 4): _bf16_q4}
+_ENTRY = {(kind, bits): _entry(kind, bits) for kind in (FLOAT32, FLOAT16, BFLOAT16) for bits in (8, 4)}
 
 
 def dequantize_segments(kind: int, bits: int, group: int, q: np.ndarray, scales: np.ndarray,
