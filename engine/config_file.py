@@ -11,9 +11,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -88,3 +89,54 @@ def _explain(exc: ValidationError, option_names: Mapping[str, str]) -> str:
         got = f" (got {error['input']!r})" if where else ""
         lines.append(f"{option}: {error['msg'].removeprefix('Value error, ')}{got}")
     return "; ".join(lines)
+
+
+def config_table(name: str | None) -> dict[str, Any]:
+    """The config file's top level (``name`` None) or its ``[name]`` table; {} without a file."""
+    path = config_path()
+    if not path.is_file():
+        return {}
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    table = data if name is None else data.get(name, {})
+    if not isinstance(table, dict):
+        raise ValueError(f"[{name}] in {path} must be a table, got {table!r}")
+    return table
+
+
+class EngineSettings(BaseSettings):
+    """What every front end that builds an engine is told: the model and the pool.
+
+    Sources, strongest first: arguments, the environment (each subclass's ``env_prefix``),
+    then the config file: its ``[CONFIG_TABLE]`` table, or its top level when that is None."""
+
+    CONFIG_TABLE: ClassVar[str | None] = None
+
+    model: str | None = Field(None, description="model to load (default: the embedded SmolLM2-135M-Instruct)")
+    blocks: int | None = Field(None, gt=0, description="KV pool size in blocks")
+    kv_memory: Annotated[int | None, BeforeValidator(parse_size)] = Field(
+        None, gt=0, description="KV pool size in bytes (default 512MiB)")
+    kv_bits: KvBits = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 "
+                                            "bits (quantized; more contexts in the same memory)")
+
+    @model_validator(mode="after")
+    def _one_pool_size(self) -> EngineSettings:
+        if self.blocks is not None and self.kv_memory is not None:
+            raise ValueError(
+                f"give the pool size once: blocks={self.blocks} or kv_memory={self.kv_memory} bytes, not both")
+        return self
+
+    @property
+    def kv_memory_bytes(self) -> int:
+        return self.kv_memory if self.kv_memory is not None else DEFAULT_KV_MEMORY_BYTES
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, config_table(cls.CONFIG_TABLE)))

@@ -7,30 +7,25 @@ the server reads its ``[serve]`` table, e.g. ``port = 8100``.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
-from typing import Annotated, Any
+from typing import Annotated, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-# One size parser and one config file for the whole command line (the TUI's).
-from engine.config_file import DEFAULT_KV_MEMORY_BYTES, KvBits, config_path, parse_size
+# The model, the pool, sizes and the config file, as the TUI reads them.
+from engine.config_file import EngineSettings, parse_size
 
 CONFIG_TABLE = "serve"
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(EngineSettings):
     """Everything ``blockpool serve`` can be told; see ``blockpool serve --help``."""
 
     model_config = SettingsConfigDict(env_prefix="BLOCKPOOL_SERVE_", extra="ignore", validate_default=True)
+    CONFIG_TABLE: ClassVar[str | None] = CONFIG_TABLE
 
-    model: str | None = Field(None, description="model to load (default: the embedded SmolLM2-135M-Instruct)")
     host: str = Field("127.0.0.1", min_length=1, description="address to bind (non-loopback needs an API key)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
-    blocks: int | None = Field(None, gt=0, description="KV pool size in blocks")
-    kv_memory: Annotated[int | None, BeforeValidator(parse_size)] = Field(
-        None, gt=0, description="KV pool size in bytes (default 512MiB)")
-    kv_bits: KvBits = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 bits")
     api_key: str | None = Field(None, min_length=8, description="clients must send 'Authorization: Bearer KEY'")
     max_queue: int = Field(64, ge=0, description="requests waiting beyond the running batch before 429")
     max_batch: int = Field(8, ge=1, le=256, description="requests decoded together")
@@ -43,29 +38,12 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:
-        if self.blocks is not None and self.kv_memory is not None:
-            raise ValueError(
-                f"give the pool size once: blocks={self.blocks} or kv_memory={self.kv_memory} bytes, not both")
         if not is_loopback(self.host) and self.api_key is None:
             raise ValueError(
                 f"host {self.host!r} is reachable from other machines; set an API key (--api-key or "
                 "BLOCKPOOL_SERVE_API_KEY) or bind 127.0.0.1")
         return self
 
-    @property
-    def kv_memory_bytes(self) -> int:
-        return self.kv_memory if self.kv_memory is not None else DEFAULT_KV_MEMORY_BYTES
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, _config_table()))
 
 
 def is_loopback(host: str) -> bool:
@@ -76,14 +54,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve anywhere
-
-
-def _config_table() -> dict[str, Any]:
-    path = config_path()
-    if not path.is_file():
-        return {}
-    with path.open("rb") as f:
-        table = tomllib.load(f).get(CONFIG_TABLE, {})
-    if not isinstance(table, dict):
-        raise ValueError(f"[{CONFIG_TABLE}] in {path} must be a table, got {table!r}")
-    return table

@@ -10,35 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from engine.config_file import (  # noqa: F401 (re-exported for the app and its tests)
     CONFIG_ENV,
     DEFAULT_KV_MEMORY_BYTES,
     DEFAULT_SPILL_BUDGET_BYTES,
+    EngineSettings,
     KvBits,
     config_path,
     parse_size,
 )
 
 
-class TuiSettings(BaseSettings):
+class TuiSettings(EngineSettings):
     """Everything blockpool-tui can be told; see ``blockpool-tui --help``."""
 
     model_config = SettingsConfigDict(env_prefix="BLOCKPOOL_", extra="ignore", validate_default=True)
 
-    model: str | None = Field(None, description="model to load (default: the embedded SmolLM2-135M-Instruct)")
-    blocks: int | None = Field(None, gt=0, description="KV pool size in blocks")
-    kv_memory: Annotated[int | None, BeforeValidator(parse_size)] = Field(
-        None, gt=0, description="KV pool size in bytes (default 512MiB)")
-    kv_bits: KvBits = Field(16, description="K/V at rest in blocks: 16 (the model's floats), 8 or 4 "
-                                                       "bits (quantized; more agents in the same memory)")
     max_tokens: int = Field(256, gt=0, description="tokens per reply at most")
     agents: int = Field(2, ge=0, le=32, description="agents open at start")
     system: str = Field("You are a helpful assistant.", description="system prompt of new agents")
@@ -59,13 +49,6 @@ class TuiSettings(BaseSettings):
         DEFAULT_SPILL_BUDGET_BYTES, ge=0, description="disk space for this session's saved caches (default 2GiB); "
                                                       "least recently used go first")
 
-    @model_validator(mode="after")
-    def _one_pool_size(self) -> TuiSettings:
-        if self.blocks is not None and self.kv_memory is not None:
-            raise ValueError(
-                f"give the pool size once: blocks={self.blocks} or kv_memory={self.kv_memory} bytes, not both")
-        return self
-
     @field_validator("server")
     @classmethod
     def _server_url(cls, url: str | None) -> str | None:
@@ -75,19 +58,3 @@ class TuiSettings(BaseSettings):
         if not url.startswith(("http://", "https://")) or url.endswith("/v1"):
             raise ValueError(f"{url!r} is not a server base URL; write e.g. http://127.0.0.1:8000 (without /v1)")
         return url
-
-    @property
-    def kv_memory_bytes(self) -> int:
-        return self.kv_memory if self.kv_memory is not None else DEFAULT_KV_MEMORY_BYTES
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
-        return (init_settings, env_settings, toml)
