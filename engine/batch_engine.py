@@ -154,6 +154,7 @@ class BlockPoolBatchEngine:
 
     def cancel(self, uid: int) -> None:
         """Stop a request; it completes with ``finish_reason="cancelled"``."""
+        self._check_open("cancel")
         self._scheduler.cancel(uid)
         self._apply_if_idle()
 
@@ -161,6 +162,7 @@ class BlockPoolBatchEngine:
         """Cancel the agent's request, free its blocks, and refuse it from now on.
 
         Its full blocks stay cached in the pool, so a new agent with the same prompt reuses them."""
+        self._check_open("close_agent")
         self._scheduler.close(agent_id)
         self._apply_if_idle()
 
@@ -171,6 +173,7 @@ class BlockPoolBatchEngine:
         spill file when that file holds exactly ``token_ids`` for this model, else
         re-prefills ``token_ids``. Safe from any thread: the owner registers it.
         """
+        self._check_open("adopt")
         agent = AgentBlocks(agent_id, len(token_ids), list(token_ids))
         self._scheduler.adopt(agent)
         self._apply_if_idle()
@@ -209,6 +212,7 @@ class BlockPoolBatchEngine:
         """Spill an idle agent's context to disk now; False if it is busy or holds nothing
         (owner thread only: raises ``WrongThread`` elsewhere)."""
         self._owner.check("evict")
+        self._check_open("evict")  # its spill folder may be gone
         if self._scheduler.is_busy(agent_id):
             return False
         with self._step_lock:
@@ -222,6 +226,7 @@ class BlockPoolBatchEngine:
         busy, closed or has no context, or ``new_agent_id`` is taken.
         """
         self._owner.check("fork")
+        self._check_open("fork")
         self._scheduler.check_fork(source_agent_id, new_agent_id)
         with self._step_lock:
             self._outbox.extend(self._loop.apply_commands())
@@ -232,8 +237,9 @@ class BlockPoolBatchEngine:
         given; within its budget), remove the temp spill folder, restore MLX's cache limit.
 
         Returns agent id -> error for the contexts that could not be saved. Owner thread
-        only; a second call does nothing; ``submit``, ``step`` and ``step_once`` raise
-        ``EngineClosed`` from then on. ``with BlockPoolBatchEngine(...) as engine:`` calls it.
+        only; a second call does nothing; every call that would step or change the engine
+        (``submit``, ``step``, ``step_once``, ``cancel``, ``close_agent``, ``adopt``, ``evict``,
+        ``fork``) raises ``EngineClosed`` from then on. ``with BlockPoolBatchEngine(...) as engine:`` calls it.
         """
         self._owner.check("close")
         if self._closed_engine:

@@ -55,13 +55,16 @@ def test_closing_agent_mid_generation_frees_everything(default_model, default_sp
         engine.submit("a", "still there?")
 
 
-def test_a_closed_engine_refuses_to_step_or_take_turns(default_model, default_spec):
+def test_a_closed_engine_refuses_every_call_that_would_change_it(default_model, default_spec):
     engine = make_engine(default_model, default_spec, 200)
     first = run_alone(engine, "a", "Hello!", max_tokens=2)
     engine.submit("a", " And then?", first.blocks, max_tokens=4)  # queued when the engine closes
     engine.close()
     used = engine.pool.used_blocks()
-    calls = {"step_once": engine.step_once, "step": engine.step, "submit": lambda: engine.submit("b", "Hi")}
+    calls = {"step_once": engine.step_once, "step": engine.step, "submit": lambda: engine.submit("b", "Hi"),
+             "cancel": lambda: engine.cancel(0), "close_agent": lambda: engine.close_agent("a"),
+             "adopt": lambda: engine.adopt("b", [1, 2, 3]), "evict": lambda: engine.evict("a"),
+             "fork": lambda: engine.fork("a", "c")}
     for name, call in calls.items():
         with pytest.raises(EngineClosed, match=rf"^{name}\(\) was called after close\(\): .*build a new "):
             call()
