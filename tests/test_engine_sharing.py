@@ -19,6 +19,7 @@ from telemetry.events import CopyOnWrite, Fork, PrefixLookup
 from .reference import assert_blocks_accounted, reference_turns, run_alone
 
 MAX_TOKENS = 8
+NUM_AGENTS = 4  # of the questions below: 8 made this module the suite's slowest (2.5 min)
 QUESTIONS = [
     "What did the supply boat bring?",
     "How often was the lamp cleaned?",
@@ -53,7 +54,7 @@ def common_prefix(token_lists: list[list[int]]) -> int:
 def prompts(default_model) -> list[str]:
     _, tokenizer = default_model
     system = system_prompt(80)
-    out = [f"{system}\nQuestion: {q}\nAnswer:" for q in QUESTIONS]
+    out = [f"{system}\nQuestion: {q}\nAnswer:" for q in QUESTIONS[:NUM_AGENTS]]
     assert 1024 < common_prefix([tokenizer.encode(p) for p in out]) < 1200  # four full shared blocks
     return out
 
@@ -86,38 +87,39 @@ def check_prompt_held_once(engine: BlockPoolBatchEngine, agent_ids: list[str], s
     assert_blocks_accounted(engine, agent_ids)
 
 
-def test_eight_agents_one_after_another_share_the_prompt(default_model, default_spec, prompts, solo_texts):
+def test_agents_one_after_another_share_the_prompt(default_model, default_spec, prompts, solo_texts):
     recorder = Recorder()
     engine = new_engine(default_model, default_spec, recorder=recorder)
     done = [run_alone(engine, f"agent-{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)]
     identical = sum(d.text == want for d, want in zip(done, solo_texts))
     ttft_ms = [d.ttft_s * 1000 for d in done]
-    print(f"\nsharing, one after another: {identical}/8 byte-identical; TTFT agent 1 {ttft_ms[0]:.0f} ms, "
-          f"agents 2-8 median {statistics.median(ttft_ms[1:]):.0f} ms ({[round(t) for t in ttft_ms[1:]]})")
+    print(f"\nsharing, one after another: {identical}/{NUM_AGENTS} byte-identical; TTFT agent 1 {ttft_ms[0]:.0f} ms, "
+          f"the others median {statistics.median(ttft_ms[1:]):.0f} ms ({[round(t) for t in ttft_ms[1:]]})")
     assert [d.text for d in done] == solo_texts
     shared = 1024 // engine.spec.block_tokens
     assert done[0].cached_tokens == 0
     assert all(d.cached_tokens == shared * engine.spec.block_tokens for d in done[1:])
-    check_prompt_held_once(engine, [f"agent-{i}" for i in range(8)], shared)
+    check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], shared)
     lookups = recorder.events("prefix_lookup")
-    assert [e.reused_tokens for e in lookups] == [0] + [1024] * 7
+    hits = NUM_AGENTS - 1
+    assert [e.reused_tokens for e in lookups] == [0] + [1024] * hits
     state = recorder.state().sharing
-    assert state.reused_tokens == 7 * 1024 and state.num_hits == 7
-    assert state.hit_rate == pytest.approx(7 * 1024 / sum(e.prompt_tokens for e in lookups))
-    assert recorder.state().last_pool.num_saved_blocks == 7 * shared * engine.spec.n_layers
+    assert state.reused_tokens == hits * 1024 and state.num_hits == hits
+    assert state.hit_rate == pytest.approx(hits * 1024 / sum(e.prompt_tokens for e in lookups))
+    assert recorder.state().last_pool.num_saved_blocks == hits * shared * engine.spec.n_layers
     assert statistics.median(ttft_ms[1:]) < ttft_ms[0]
 
 
-def test_eight_agents_together_keep_one_copy_of_the_prompt(default_model, default_spec, prompts, solo_texts):
+def test_agents_together_keep_one_copy_of_the_prompt(default_model, default_spec, prompts, solo_texts):
     """Submitted in one go, nothing is in the pool yet: all prefill, and writing back
     de-duplicates the prompt's blocks to one copy."""
     engine = new_engine(default_model, default_spec)
     uids = [engine.submit(f"agent-{i}", p, max_tokens=MAX_TOKENS) for i, p in enumerate(prompts)]
     done = {c.uid: c for c in engine.step()}
     texts = [done[u].text for u in uids]
-    print(f"\nsharing, together: {sum(t == w for t, w in zip(texts, solo_texts))}/8 byte-identical")
+    print(f"\nsharing, together: {sum(t == w for t, w in zip(texts, solo_texts))}/{NUM_AGENTS} byte-identical")
     assert texts == solo_texts
-    check_prompt_held_once(engine, [f"agent-{i}" for i in range(8)], 1024 // engine.spec.block_tokens)
+    check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], 1024 // engine.spec.block_tokens)
 
 
 FORK_BASE = "Read this log and remember it.\n\n" + system_prompt(16)
