@@ -1,4 +1,5 @@
-"""The host side of a quantized gather: which slab rows go where, and the NumPy fallback.
+"""The slab's row order every gather reads in, and the host side of a quantized gather
+(which slab rows go where, and the NumPy fallback).
 
 No numba here (``engine.kv.dequant_kernels`` holds the kernel): a store of float blocks,
 or a machine without numba, never imports it.
@@ -21,21 +22,30 @@ def as_kernel_array(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
-def segments(spec: ModelCacheSpec, layers: Layers) -> tuple[np.ndarray, np.ndarray]:
-    """Slab row ``starts`` and row ``counts`` of every (layer, K|V, head, block), in output order.
+def block_rows(spec: ModelCacheSpec, layers: Layers) -> np.ndarray:
+    """Slab rows of one (block, K|V, head), ``block_tokens`` tokens each, for every layer in the
+    order (layer, K|V, head, block), so that after a gather each head's tokens run contiguously.
 
-    A slab row is one token of one head: row ``((block * 2 + kv) * H + head) * T + token``."""
-    heads, tokens = spec.n_kv_heads, spec.block_tokens
+    The slab is ``[block, K|V, head, token, C]``: row ``(block * 2 + kv) * H + head``."""
+    heads = spec.n_kv_heads
     kv_heads = np.arange(2 * heads, dtype=np.int64).reshape(2, heads, 1)
-    starts, counts = [], []
+    return np.concatenate([
+        (np.fromiter((b.block_id for b in blocks), dtype=np.int64, count=len(blocks)) * (2 * heads) + kv_heads).ravel()
+        for blocks, _ in layers])
+
+
+def segments(spec: ModelCacheSpec, layers: Layers) -> tuple[np.ndarray, np.ndarray]:
+    """Token-row ``starts`` and row ``counts`` of every (layer, K|V, head, block), in output order.
+
+    A token row is one token of one head: row ``block_row * T + token`` (see ``block_rows``)."""
+    heads, tokens = spec.n_kv_heads, spec.block_tokens
+    counts = []
     for blocks, kept in layers:
-        ids = np.fromiter((b.block_id for b in blocks), dtype=np.int64, count=len(blocks))
-        starts.append(((ids * (2 * heads) + kv_heads) * tokens).ravel())
         per_block = np.full(len(blocks), tokens, dtype=np.int64)
         if len(blocks):
             per_block[-1] = kept - (len(blocks) - 1) * tokens
         counts.append(np.broadcast_to(per_block, (2, heads, len(blocks))).ravel())
-    return np.concatenate(starts), np.concatenate(counts)
+    return block_rows(spec, layers) * tokens, np.concatenate(counts)
 
 
 def dequantize_numpy(spec: ModelCacheSpec, hosts: list[np.ndarray], layers: Layers, out: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from pool import ModelCacheSpec
 from .dequant_paths import KINDS, as_kernel_array
 
 KERNEL_ENV = "BLOCKPOOL_KV_KERNEL"
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +44,19 @@ def choose(spec: ModelCacheSpec) -> HostDequant:
     try:
         from .dequant_kernels import dequantize_segments
     except ImportError as error:
-        return _fallback(f"numba is not importable ({error})")
+        return _fallback(spec, f"numba is not importable ({error})")
     try:
-        expected, got = _probe(spec, dequantize_segments, KINDS[spec.dtype], as_kernel_array)
+        expected, got = _probe(spec, dequantize_segments)
     except Exception as error:  # a build or run failure on this CPU: never fatal, only slower
-        return _fallback(f"the kernel failed on this CPU ({type(error).__name__}: {error})")
+        return _fallback(spec, f"the kernel failed on this CPU ({type(error).__name__}: {error})")
     expected, got = expected.view(np.uint8), got.view(np.uint8)  # bit for bit (-0.0 is not 0.0)
     if not np.array_equal(expected, got):
         bad = int(np.count_nonzero(expected != got))
-        return _fallback(f"the kernel's {spec.kv_format} {spec.dtype} values differ from mx.dequantize in {bad} of {got.size} bytes")
+        return _fallback(spec, f"the kernel's {spec.kv_format} {spec.dtype} values differ from mx.dequantize in {bad} of {got.size} bytes")
     return HostDequant(dequantize_segments, "probed against mx.dequantize")
 
 
-def _probe(spec: ModelCacheSpec, kernel: Callable[..., None], kind: int,
-           as_kernel: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _probe(spec: ModelCacheSpec, kernel: Callable[..., None]) -> tuple[np.ndarray, np.ndarray]:
     """Two segments of random rows, wide-ranged so every rounding path is taken."""
     rng = np.random.default_rng(0)
     rows, dim = 37, spec.head_dim
@@ -70,14 +69,17 @@ def _probe(spec: ModelCacheSpec, kernel: Callable[..., None], kind: int,
     mx.eval(q, scales, biases, expected)
     out = np.empty(rows * dim, dtype=np.array(expected).dtype)
     starts, counts = np.array([5, 0], dtype=np.int64), np.array([rows - 5, 5], dtype=np.int64)
-    kernel(kind, spec.kv_bits, spec.kv_group_size, np.array(q).view(np.uint8),
-           as_kernel(np.array(scales)), as_kernel(np.array(biases)), starts, counts, as_kernel(out))
+    kernel(KINDS[spec.dtype], spec.kv_bits, spec.kv_group_size, np.array(q).view(np.uint8),
+           as_kernel_array(np.array(scales)), as_kernel_array(np.array(biases)), starts, counts,
+           as_kernel_array(out))
     reference = np.array(expected)
     return np.concatenate([reference[5:], reference[:5]]).reshape(-1), out
 
 
-def _fallback(reason: str) -> HostDequant:
-    if reason not in _warned:
-        _warned.add(reason)
-        print(f"blockpool: quantized blocks dequantize with NumPy (slower): {reason}", file=sys.stderr)
+def _fallback(spec: ModelCacheSpec, reason: str) -> HostDequant:
+    # NumPy has no bfloat16: those stores use MLX's ops instead (engine.kv.kv_store)
+    instead = "MLX ops" if spec.dtype == "bfloat16" else "NumPy"
+    if (instead, reason) not in _warned:
+        _warned.add((instead, reason))
+        print(f"blockpool: quantized blocks dequantize with {instead} (slower): {reason}", file=sys.stderr)
     return HostDequant(None, reason)

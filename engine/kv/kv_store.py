@@ -22,7 +22,7 @@ from mlx_lm.models.cache import KVCache, RotatingKVCache
 from pool import AgentBlocks, Block, ModelCacheSpec
 
 from . import host_dequant
-from .dequant_paths import KINDS, as_kernel_array, dequantize_numpy, segments
+from .dequant_paths import KINDS, as_kernel_array, block_rows, dequantize_numpy, segments
 from .kv_format import KVTokens, decode, encode, host_view, parts_of
 
 LayerCache = KVCache | RotatingKVCache
@@ -137,10 +137,7 @@ class KVBlockStore:
         per part over the slab's rows, ordered (layer, K|V, head, block) so that each head's
         tokens run contiguously."""
         spec, heads = self.spec, self.spec.n_kv_heads
-        kv_heads = np.arange(2 * heads, dtype=np.uint32).reshape(2, heads, 1)  # row of (K|V, head) in a block
-        rows = mx.array(np.concatenate([
-            (np.fromiter((b.block_id for b in blocks), dtype=np.uint32, count=len(blocks)) * (2 * heads) + kv_heads).ravel()
-            for blocks, _ in layers]))
+        rows = mx.array(block_rows(spec, layers).astype(np.uint32))
         taken = [mx.take(r, rows, axis=0) for r in self._rows]
         out = []
         start = 0
