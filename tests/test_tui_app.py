@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(autouse=True)
 def no_user_config(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-    for name in ("MODEL", "BLOCKS", "KV_MEMORY", "MAX_TOKENS", "AGENTS", "SYSTEM", "TEMPERATURE", "KEYMAP"):
+    for name in ("MODEL", "BLOCKS", "KV_MEMORY", "KV_BITS", "MAX_TOKENS", "AGENTS", "SYSTEM", "TEMPERATURE", "KEYMAP"):
         monkeypatch.delenv(f"BLOCKPOOL_{name}", raising=False)
 
 

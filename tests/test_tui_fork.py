@@ -7,7 +7,7 @@ from textual.pilot import Pilot
 
 from engine.sessions import SessionStore
 from tests.reference import reference
-from tests.test_tui_app import capture_notifications, wait_for
+from tests.test_tui_app import capture_notifications, no_user_config, wait_for  # noqa: F401 (autouse)
 from tui.agents import Agent
 from tui.app import BlockpoolApp
 from tui.settings import TuiSettings
@@ -15,13 +15,6 @@ from tui.widgets.chat_message import ChatMessage
 
 MAX_TOKENS = 6
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-    for name in ("MODEL", "BLOCKS", "KV_MEMORY", "MAX_TOKENS", "AGENTS", "SYSTEM", "TEMPERATURE", "KEYMAP"):
-        monkeypatch.delenv(f"BLOCKPOOL_{name}", raising=False)
 
 
 def shown(app: BlockpoolApp, agent: Agent) -> list[tuple[str, str]]:
