@@ -12,7 +12,7 @@ from typing import Any, Callable
 import mlx.core as mx
 import numpy as np
 
-from .gguf_header import GGUFHeader, UnsupportedGGUF
+from .gguf_header import GGUFHeader, UnsupportedGGUF, mlx_module_name
 
 try:
     import gguf
@@ -56,12 +56,9 @@ def check_gemma(header: GGUFHeader) -> None:
 
 def module_name(gguf_name: str) -> str:
     """`blk.0.post_ffw_norm.weight` -> `model.layers.0.post_feedforward_layernorm.weight`."""
-    stem, _, suffix = gguf_name.rpartition(".")
-    parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[2] in BLOCK_NAMES:
-        return f"model.layers.{parts[1]}.{BLOCK_NAMES[parts[2]]}.{suffix}"
-    if len(parts) == 1 and parts[0] in TOP_NAMES:
-        return f"{TOP_NAMES[parts[0]]}.{suffix}"
+    name = mlx_module_name(gguf_name, BLOCK_NAMES, TOP_NAMES)
+    if name is not None:
+        return name
     raise UnsupportedGGUF(f"tensor {gguf_name!r} has no place in an mlx-lm gemma3_text model")
 
 

@@ -126,6 +126,18 @@ class _Cursor:
         return [self.value(item_type, what) for _ in range(count)]
 
 
+def mlx_module_name(gguf_name: str, block_names: dict[str, str], top_names: dict[str, str]) -> str | None:
+    """``blk.N.<block name>.<suffix>`` or ``<top name>.<suffix>`` -> the mlx-lm module path the
+    architecture's tables give it; None for a tensor they do not name."""
+    stem, _, suffix = gguf_name.rpartition(".")
+    parts = stem.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in block_names:
+        return f"model.layers.{parts[1]}.{block_names[parts[2]]}.{suffix}"
+    if len(parts) == 1 and parts[0] in top_names:
+        return f"{top_names[parts[0]]}.{suffix}"
+    return None
+
+
 def read_header(path: str | Path) -> GGUFHeader:
     """Parse `path`'s header; raise GGUFFormatError if it is not a complete GGUF."""
     path = Path(path)

@@ -11,7 +11,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .gguf_header import GGUFHeader, UnsupportedGGUF
+from .gguf_header import GGUFHeader, UnsupportedGGUF, mlx_module_name
 
 SUPPORTED_TENSOR_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
 GROUP_SIZE = 32  # every GGUF block type that mx.load maps to affine uses 32
@@ -43,12 +43,9 @@ def check_llama(header: GGUFHeader) -> None:
 
 def module_name(gguf_name: str) -> str:
     """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`."""
-    stem, _, suffix = gguf_name.rpartition(".")
-    parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[2] in BLOCK_NAMES:
-        return f"model.layers.{parts[1]}.{BLOCK_NAMES[parts[2]]}.{suffix}"
-    if len(parts) == 1 and parts[0] in TOP_NAMES:
-        return f"{TOP_NAMES[parts[0]]}.{suffix}"
+    name = mlx_module_name(gguf_name, BLOCK_NAMES, TOP_NAMES)
+    if name is not None:
+        return name
     raise UnsupportedGGUF(
         f"tensor {gguf_name!r} has no place in an mlx-lm llama model "
         "(rope_freqs, MoE experts and biases are not supported)"
