@@ -153,14 +153,19 @@ class EngineThread(threading.Thread):
             return
         claim = self._claim(job)
         cache = engine.agent_blocks(claim.agent_id) if claim.continues else None
-        if job.seed is not None:
-            mx.random.seed(job.seed)
         try:
+            if job.seed is not None:
+                mx.random.seed(job.seed)
             uid = engine.submit(claim.agent_id, list(job.prompt_ids[claim.cached_tokens:]), cache, job.max_tokens,
                                 temperature=job.temperature, top_p=job.top_p, stop=job.stop)
         except ValueError as exc:
             self._put_back(claim)
             send(job, Rejected(str(exc), 400, "invalid_request"))
+            return
+        except Exception:  # one request's failure is its own 500: the thread goes on serving the others
+            logger.exception("request %s failed before it ran", job.job_id)
+            self._put_back(claim)
+            send(job, Rejected("the server failed to start this request; see the server log", 500, "internal_error"))
             return
         running = Running(job, uid, claim.agent_id, claim.cached_tokens)
         self._by_job[job.job_id] = running

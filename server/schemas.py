@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+SEED_LIMIT = 2**63  # what a 64-bit signed seed holds; -1 means "random" (llama.cpp's API)
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -41,12 +44,17 @@ class _Sampling(_Request):
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy (the default)")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the reply")
-    seed: int | None = Field(None, description="seeds the sampler; best effort while other requests share the batch")
+    seed: int | None = Field(None, ge=-1, lt=SEED_LIMIT,
+                             description="seeds the sampler (0 <= seed < 2**63; -1 = random, as llama.cpp)")
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="only one choice per request")
     logprobs: Literal[False] | None = Field(None, description="not supported")
     user: str | None = None
+
+    def sampler_seed(self) -> int | None:
+        """The seed to sample with: None for no seed or -1 (random)."""
+        return None if self.seed is None or self.seed == -1 else self.seed
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:

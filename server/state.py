@@ -45,7 +45,7 @@ class ServeState:
             temperature=body.temperature if body.temperature is not None else 0.0,
             top_p=body.top_p if body.top_p is not None else 1.0,
             stop=stop,
-            seed=body.seed,
+            seed=body.sampler_seed(),
         )
 
 

@@ -169,6 +169,8 @@ BAD_BODIES = {
     "max_tokens over the limit": ({**GOOD, "max_tokens": 100_000}, 400, "max_tokens_too_large"),
     "two choices": ({**GOOD, "n": 2}, 400, "invalid_value"),
     "five stop strings": ({**GOOD, "stop": list("abcde")}, 400, "invalid_stop"),
+    "seed 2**70": ({**GOOD, "seed": 2**70}, 400, "invalid_value"),
+    "seed -2": ({**GOOD, "seed": -2}, 400, "invalid_value"),
     "prompt larger than the pool": (
         {**GOOD, "messages": [{"role": "user", "content": "hello " * 11_000}]}, 400, "context_length_exceeded"),
 }
@@ -183,6 +185,16 @@ def test_bad_input_gets_a_4xx_with_an_openai_error_body(server, case: str) -> No
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == code
     assert _post(server, GOOD).status_code == 200  # and the server keeps serving
+
+
+@pytest.mark.parametrize("seed", [-1, 0, 2**63 - 1])
+def test_any_valid_seed_is_served_and_the_server_stays_healthy(server, seed: int) -> None:
+    """-1 is llama.cpp's "random"; once it ended the engine thread and every later request got 503."""
+    response = _post(server, {**GOOD, "seed": seed, "temperature": 1.0})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["finish_reason"] in ("stop", "length")
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert _post(server, GOOD).status_code == 200
 
 
 def test_unknown_route_and_bad_token_ids(server) -> None:
