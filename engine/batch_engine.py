@@ -22,10 +22,11 @@ from pool import AgentBlocks, BlockPool, ModelCacheSpec
 from telemetry import NullRecorder, Recorder
 from telemetry.events import EngineStep, RequestSubmitted
 
-from .cache_limit import CacheLimit
+from .cache_limit import CacheLimit, default_hot_bytes
 from .contexts import Contexts
 from .errors import EngineClosed
 from .kv.block_writer import BlockWriter
+from .kv.hot_set import HotSet
 from .kv.kv_store import KVBlockStore, LayerCache
 from .kv.residency import Residency
 from .kv.spill import SpillStore, SpillUsage, model_key
@@ -62,6 +63,9 @@ class BlockPoolBatchEngine:
             least recently written files go first.
         prefix_cache: share full blocks between contexts with the same leading tokens
             (False: every fresh context prefills its whole prompt).
+        hot_cache_bytes: how much of idle agents' contexts to keep materialised as mlx-lm
+            caches, so that their next turn starts without a gather (``engine.kv.hot_set``;
+            0: gather every turn; None: the float size of the pool, at most a quarter of memory).
 
     One thread steps the engine and owns its state (see ``engine.owner``); ``submit``,
     ``cancel``, ``close_agent`` and ``adopt`` are safe from any thread. ``close()``
@@ -81,6 +85,7 @@ class BlockPoolBatchEngine:
         spill_dir: str | Path | None = None,
         spill_budget_bytes: int | None = None,
         prefix_cache: bool = True,
+        hot_cache_bytes: int | None = None,
     ) -> None:
         key = model_key(model) if model is not None else ""
         check_setup(pool, spec, key, max_batch_size=max_batch_size, prefill_step_size=prefill_step_size)
@@ -103,8 +108,9 @@ class BlockPoolBatchEngine:
         residency = Residency(pool, self._store, BlockWriter(pool, self._store), spill, self.recorder)
         self._scheduler = Scheduler(max_batch_size)
         prefix = PrefixCache(pool, self.recorder, enabled=prefix_cache)
+        hot = HotSet(default_hot_bytes(self._store.float_nbytes) if hot_cache_bytes is None else hot_cache_bytes)
         self._contexts = Contexts(pool, self._store, residency, prefix, self.recorder,
-                                  running=self._scheduler.running_agent_ids)
+                                  running=self._scheduler.running_agent_ids, hot=hot)
         runner = None
         if model is not None:
             runner = ModelRunner(model, tokenizer.eos_token_ids, max_batch_size=max_batch_size,

@@ -16,6 +16,12 @@ def _half_of_memory() -> int:
         return 1 << 62
 
 
+def default_hot_bytes(float_nbytes: int) -> int:
+    """The hot set's default budget: as much as the pool holds as floats, at most a quarter
+    of the machine's memory (each entry duplicates an idle context's blocks)."""
+    return min(float_nbytes, _half_of_memory() // 2)
+
+
 class CacheLimit:
     """Keeps MLX's buffer cache able to hold two of the largest gathers (CPU only), until ``restore``.
 

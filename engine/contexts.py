@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlx_lm.models.cache import RotatingKVCache
+
 from pool import AgentBlocks, BlockPool, PoolExhausted, PrefixMatch
 from telemetry import Recorder
 from telemetry.events import CopyOnWrite, Fork, Gather, Scatter
 
+from .kv.batch_cache import PagedKVCache
 from .kv.block_writer import BlockWriter
-from .kv.kv_store import KVBlockStore, LayerCache
+from .kv.hot_set import HotSet
+from .kv.kv_store import CopyStats, KVBlockStore, LayerCache
 from .kv.residency import Residency
 from .prefix_cache import PrefixCache
 from .prompts import check_cache
@@ -21,9 +25,10 @@ from .sequence import Request
 
 class Contexts:
     def __init__(self, pool: BlockPool, store: KVBlockStore, residency: Residency, prefix: PrefixCache,
-                 recorder: Recorder, running: Callable[[], set[str]]) -> None:
+                 recorder: Recorder, running: Callable[[], set[str]], hot: HotSet) -> None:
         self.pool = pool
         self.store = store
+        self.hot = hot
         self.writer: BlockWriter = residency.writer
         self.residency = residency
         self.prefix = prefix
@@ -61,10 +66,33 @@ class Contexts:
     def gather(self, agent: AgentBlocks) -> list[LayerCache]:
         """mlx-lm caches (one per layer) holding the agent's context, gathered from its blocks."""
         caches, stats = self.store.gather(agent)
-        if self.recorder.enabled:
-            self.recorder.publish(Gather(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
-                                         num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
+        self._published_gather(agent, stats, hot=False)
         return caches
+
+    def materialize(self, agent: AgentBlocks, expected_tokens: int) -> list[LayerCache]:
+        """The caches a turn starts from, each global layer's with room for ``expected_tokens``:
+        the agent's hot caches when they hold its context (only sliding windows gathered),
+        else gathered from its blocks; empty ones for an empty context. They are the batch's
+        now: nothing else may keep them (the batch updates them in place)."""
+        spec = self.store.spec
+        if not agent.total_tokens:
+            self.hot.drop(agent.agent_id)
+            return [RotatingKVCache(max_size=spec.sliding_window, keep=0) if spec.is_sliding(layer_id)
+                    else PagedKVCache(expected_tokens) for layer_id in range(spec.n_layers)]
+        hot = self.hot.take(agent)
+        wanted = spec.sliding_layer_ids if hot is not None else range(spec.n_layers)
+        caches, stats = self.store.gather_layers(agent, wanted, expected_tokens=expected_tokens)
+        self._published_gather(agent, stats, hot=hot is not None)
+        if hot is not None:
+            for cache in hot.values():
+                cache.expected_tokens = expected_tokens
+            caches.update(hot)
+        return [caches[layer_id] for layer_id in range(spec.n_layers)]
+
+    def _published_gather(self, agent: AgentBlocks, stats: CopyStats, *, hot: bool) -> None:
+        if self.recorder.enabled:
+            self.recorder.publish(Gather(agent_id=agent.agent_id, num_blocks=stats.num_blocks, hot=hot,
+                                         num_bytes=stats.num_bytes, ms=stats.ms, num_tokens=stats.num_tokens))
 
     def write_back(self, request: Request, agent: AgentBlocks, caches: list, token_ids: list[int]) -> str | None:
         """Store the turn in the agent's blocks and name its full blocks by hash.
@@ -77,9 +105,11 @@ class Contexts:
         if not self.residency.reserve(agent, request.reserved, keep, self.victims_for(agent.agent_id)):
             self.writer.release(request.reserved)
             return f"block pool full at the end of the turn: {self.pool.free_blocks()} free blocks"
+        n0 = agent.total_tokens
         stats = self.writer.write_back(agent, request.reserved, caches, token_ids, keep)
         if stats is None:
             return None
+        self._keep_hot(agent, caches, n0)
         copied = self.writer.copied
         if self.recorder.enabled:
             self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
@@ -90,11 +120,32 @@ class Contexts:
         self.prefix.register(agent)
         return None
 
+    def _keep_hot(self, agent: AgentBlocks, caches: list, n0: int) -> None:
+        """Keep the turn's global-layer caches for the agent's next turn, holding exactly what a
+        gather of its blocks now gives: cut to the context kept, and the turn's own tokens
+        replaced by their stored (dequantized) form when blocks are quantized."""
+        spec, n1 = self.store.spec, agent.total_tokens
+        hot: dict[int, PagedKVCache] = {}
+        for layer_id, cache in enumerate(caches):
+            if spec.is_sliding(layer_id):
+                continue
+            if not isinstance(cache, PagedKVCache) or cache.offset < n1:
+                return  # not one of ours (or short): the next turn gathers
+            cache.offset = n1
+            if spec.quantized and n1 > n0:
+                keys, values = self.store.read_float(agent.layer_blocks(layer_id), n0, n1)
+                cache.keys[..., n0:n1, :] = keys
+                cache.values[..., n0:n1, :] = values
+            hot[layer_id] = cache
+        caches.clear()  # the list must not keep the buffers: the next turn updates them in place
+        self.hot.put(agent, hot)
+
     # -- whole contexts ------------------------------------------------------------
 
     def drop(self, agent_id: str) -> None:
         """The agent's context is gone for good: its references, its spill file."""
         self.agents.pop(agent_id, None)
+        self.hot.drop(agent_id)
         self.pool.free_agent_blocks(agent_id)
         self.residency.forget(agent_id)
 
@@ -105,6 +156,7 @@ class Contexts:
     def adopt(self, agent: AgentBlocks) -> None:
         """An adopted context replaces what the agent held. A resident one is spilled first:
         when it holds the same ids, the adopted context restores from that file."""
+        self.hot.drop(agent.agent_id)
         current = self.agents.get(agent.agent_id)
         if current is not None and current.num_blocks() and not self.residency.spill_agent(current, reason="adopt"):
             self.pool.free_agent_blocks(agent.agent_id)

@@ -34,9 +34,10 @@ class ModelRunner:
             prefill_step_size=self.prefill_step_size,
         )
 
-    def insert(self, prompt_ids: list[int], *, max_tokens: int, cache: list | None, context_ids: list[int],
+    def insert(self, prompt_ids: list[int], *, max_tokens: int, cache: list, context_ids: list[int],
                temperature: float, top_p: float) -> int:
-        """Queue one sequence that continues ``cache`` (holding ``context_ids``); returns its uid."""
+        """Queue one sequence that continues ``cache`` (holding ``context_ids``; the generator's
+        from now on: ``engine.kv.batch_cache``); returns its uid."""
         sampler = None if temperature == 0 else make_sampler(temperature, top_p)
         (uid,) = self._gen.insert(
             [prompt_ids], max_tokens=[max_tokens], caches=[cache], all_tokens=[context_ids], samplers=[sampler],

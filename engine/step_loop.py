@@ -76,7 +76,7 @@ class StepLoop:
         if request.continues is None:
             self.contexts.prefix.report(request.agent_id, len(request.prompt_ids), match)
         residency.touch(request.agent_id)
-        caches = self.contexts.gather(agent) if agent.total_tokens else None
+        caches = self.contexts.materialize(agent, request.context_tokens + 1)
         assert self.runner is not None, "submit refuses requests on a gather-only engine"
         gen_uid = self.runner.insert(request.prefill_ids, max_tokens=request.max_tokens, cache=caches,
                                      context_ids=list(agent.token_ids), temperature=request.temperature,

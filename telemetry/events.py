@@ -95,7 +95,9 @@ class Fork(_EventBase):
 
 
 class Gather(_EventBase):
-    """Blocks were copied into mlx-lm caches for one agent."""
+    """Blocks were copied into mlx-lm caches for one agent (``hot``: its global layers came
+    from the hot set, still materialised since its last turn; only sliding windows, if any,
+    were copied, and ``num_bytes`` counts those)."""
 
     kind: Literal["gather"] = "gather"
     agent_id: str
@@ -103,6 +105,7 @@ class Gather(_EventBase):
     num_bytes: Count
     ms: Millis
     num_tokens: Count
+    hot: bool = False
 
 
 class Scatter(_EventBase):

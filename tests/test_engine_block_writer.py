@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 
 from engine.kv.block_writer import BlockWriter
-from engine.kv.kv_store import KVBlockStore
+from engine.kv.kv_store import KVBlockStore, cache_arrays
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 
 SPEC = ModelCacheSpec(n_layers=2, n_kv_heads=1, head_dim=2, dtype="float32", block_tokens=4,
@@ -34,7 +34,7 @@ def write(writer: BlockWriter, agent: AgentBlocks, total: int) -> None:
 
 def positions(store: KVBlockStore, agent: AgentBlocks, layer_id: int) -> list[float]:
     caches, _ = store.gather(agent)
-    return np.array(caches[layer_id].keys)[0, 0, :, 0].tolist()
+    return np.array(cache_arrays(caches[layer_id])[0])[0, :, 0].tolist()
 
 
 def test_a_shared_block_is_never_written():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.kv.block_writer import BlockWriter
-from engine.kv.kv_store import KVBlockStore
+from engine.kv.kv_store import KVBlockStore, cache_arrays
 from engine.kv.spill import SpillError, SpillStore
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 
@@ -56,8 +56,9 @@ class Turns:
             old = max(0, n0 - start)  # tokens of this layer's cache that come from the blocks
             k, v = self.keys[None, :, start + old : total], self.values[None, :, start + old : total]
             if past is not None and old:
-                k = mx.concatenate([past[layer_id].keys[:, :, -old:], k], axis=2)
-                v = mx.concatenate([past[layer_id].values[:, :, -old:], v], axis=2)
+                held_k, held_v = cache_arrays(past[layer_id])  # the valid tokens (buffers have room to grow)
+                k = mx.concatenate([held_k[None, :, -old:], k], axis=2)
+                v = mx.concatenate([held_v[None, :, -old:], v], axis=2)
             caches.append(self.store.make_cache(layer_id, k, v, total))
         reserved: dict = {}
         self.writer.reserve(agent, reserved, total)
@@ -71,8 +72,9 @@ class Turns:
         caches, _ = self.store.gather(agent)
         for layer_id, cache in enumerate(caches):
             keys, values = self.expected(layer_id, agent.total_tokens)
-            assert np.array_equal(np.array(cache.keys[0].astype(mx.float32)), keys), layer_id
-            assert np.array_equal(np.array(cache.values[0].astype(mx.float32)), values), layer_id
+            held_k, held_v = cache_arrays(cache)
+            assert np.array_equal(np.array(held_k.astype(mx.float32)), keys), layer_id
+            assert np.array_equal(np.array(held_v.astype(mx.float32)), values), layer_id
             assert cache.keys.dtype == getattr(mx, self.spec.dtype)
 
 
@@ -180,7 +182,7 @@ def test_host_and_mlx_dequantize_paths_gather_the_same_bytes(bits, group, dtype,
             mlx_ops.copy_from(turns.store, block.block_id)
     assert not mlx_ops.host_dequantize
     for ours, theirs in zip(turns.store.gather(agent)[0], mlx_ops.gather(agent)[0]):
-        for a, b in ((ours.keys, theirs.keys), (ours.values, theirs.values)):
+        for a, b in zip(cache_arrays(ours), cache_arrays(theirs)):
             assert a.dtype == b.dtype and a.shape == b.shape
             assert np.array_equal(np.array(a.view(mx.uint16) if a.dtype == mx.bfloat16 else a),
                                   np.array(b.view(mx.uint16) if b.dtype == mx.bfloat16 else b))

@@ -48,20 +48,41 @@ def segments(spec: ModelCacheSpec, layers: Layers) -> tuple[np.ndarray, np.ndarr
     return block_rows(spec, layers) * tokens, np.concatenate(counts)
 
 
-def dequantize_numpy(spec: ModelCacheSpec, hosts: list[np.ndarray], layers: Layers, out: np.ndarray) -> None:
-    """Fill ``out`` (1-D, (layer, K|V, head, token, D) order) block by block with NumPy."""
-    heads, dim, tokens = spec.n_kv_heads, spec.head_dim, spec.block_tokens
-    start = 0
-    for blocks, kept in layers:
-        size = heads * kept * dim
-        for half in (0, 1):
-            segment = out[start : start + size].reshape(heads, kept, dim)
-            for j, block in enumerate(blocks):
-                first = j * tokens
-                count = min(tokens, kept - first)
-                dequantize_host(spec, tuple(h[block.block_id, half, :, :count] for h in hosts),
-                                segment[:, first : first + count])
-            start += size
+def padded_rows(spec: ModelCacheSpec, blocks: list[Block], half: int, num_blocks: int) -> np.ndarray:
+    """Slab rows of one layer's K (``half`` 0) or V, ``[H, num_blocks]``: the blocks' rows for
+    each head, then copies of the last one up to ``num_blocks`` (room to grow: rows that are
+    overwritten before anything reads them)."""
+    heads = spec.n_kv_heads
+    ids = np.fromiter((b.block_id for b in blocks), dtype=np.int64, count=len(blocks))
+    if len(ids) < num_blocks:
+        ids = np.concatenate([ids, np.full(num_blocks - len(ids), ids[-1] if len(ids) else 0, dtype=np.int64)])
+    return (ids[None, :] * 2 + half) * heads + np.arange(heads, dtype=np.int64)[:, None]
+
+
+def segments_of(rows: np.ndarray, tokens: int, kept: int, *, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel segments (token-row ``starts``, ``counts``) filling ``[H, rows.shape[1] * tokens]``:
+    per head the ``kept`` tokens of its first ``blocks`` rows, then filler up to the end (read
+    from the head's first row, at most one row's tokens at a time: never past the slab)."""
+    heads, size = rows.shape[0], rows.shape[1] * tokens
+    filler = size - kept
+    counts = [tokens] * blocks + [tokens] * (filler // tokens) + [filler % tokens]
+    if blocks:
+        counts[blocks - 1] = kept - (blocks - 1) * tokens
+    per_head = np.array(counts, dtype=np.int64)
+    sources = np.concatenate([rows[:, :blocks], np.repeat(rows[:, :1], len(counts) - blocks, axis=1)], axis=1)
+    keep = np.broadcast_to(per_head > 0, sources.shape).ravel()
+    return (sources * tokens).ravel()[keep], np.broadcast_to(per_head, sources.shape).ravel()[keep].copy()
+
+
+def dequantize_numpy(spec: ModelCacheSpec, hosts: list[np.ndarray], layers: Layers, out: np.ndarray, half: int) -> None:
+    """Fill ``out`` (``[H, >= kept, D]``) with the K (``half`` 0) or V of the one layer in
+    ``layers``, block by block, with NumPy."""
+    ((blocks, kept),) = layers
+    tokens = spec.block_tokens
+    for j, block in enumerate(blocks):
+        first = j * tokens
+        count = min(tokens, kept - first)
+        dequantize_host(spec, tuple(h[block.block_id, half, :, :count] for h in hosts), out[:, first : first + count])
 
 
 def unpack_host(spec: ModelCacheSpec, packed: np.ndarray) -> np.ndarray:

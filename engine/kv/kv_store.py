@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ from mlx_lm.models.cache import KVCache, RotatingKVCache
 from pool import AgentBlocks, Block, ModelCacheSpec
 
 from . import host_dequant
-from .dequant_paths import KINDS, as_kernel_array, block_rows, dequantize_numpy, segments
+from .batch_cache import PagedKVCache, capacity
+from .dequant_paths import KINDS, as_kernel_array, block_rows, dequantize_numpy, padded_rows, segments, segments_of
 from .kv_format import KVTokens, decode, encode, host_view, parts_of
 
 LayerCache = KVCache | RotatingKVCache
@@ -87,24 +89,62 @@ class KVBlockStore:
 
     # -- blocks -> caches ---------------------------------------------------
 
-    def gather(self, agent_blocks: AgentBlocks) -> tuple[list[LayerCache], CopyStats]:
-        """Build one mlx-lm cache per layer from the agent's blocks, every byte copied once.
+    def gather(self, agent_blocks: AgentBlocks, *, expected_tokens: int = 0) -> tuple[list[LayerCache], CopyStats]:
+        """One mlx-lm cache per layer from the agent's blocks (see ``gather_layers``)."""
+        caches, stats = self.gather_layers(agent_blocks, range(self.spec.n_layers), expected_tokens=expected_tokens)
+        return [caches[layer_id] for layer_id in range(self.spec.n_layers)], stats
 
-        Float blocks: one ``mx.take`` for all layers, each cache's K and V a view into it
-        (per-layer takes cost ~20 us each in dispatch; integer-indexing a taken array copies
-        it again in MLX: slices of it do not). Quantized blocks: dequantized block by block
-        straight into one float buffer (NumPy on the CPU) or taken packed and dequantized by
-        MLX ops on the device (GPUs).
+    def gather_layers(self, agent_blocks: AgentBlocks, layer_ids: Iterable[int], *,
+                      expected_tokens: int = 0) -> tuple[dict[int, LayerCache], CopyStats]:
+        """Caches for ``layer_ids`` from the agent's blocks, every byte copied once.
+
+        A global layer's K and V each get a buffer of their own with room for a context of
+        ``expected_tokens`` (``engine.kv.batch_cache``: the batch updates it in place);
+        sliding layers get their window in temporal order. Float blocks are taken by
+        ``mx.take`` over the slab's rows; quantized ones dequantized on the host (CPU) or
+        taken packed and dequantized by MLX ops (GPUs).
         """
         tic = time.perf_counter()
         spec, n = self.spec, agent_blocks.total_tokens
-        layers = [self._layer_blocks(agent_blocks, layer_id) for layer_id in range(spec.n_layers)]
-        kv = self._dequantize_host(layers) if self.host_dequantize else self._take_float(layers)
-        caches = [self.make_cache(layer_id, keys, values, n) for layer_id, (keys, values) in enumerate(kv)]
-        mx.eval([(c.keys, c.values) for c in caches])
+        wanted = {layer_id: self._layer_blocks(agent_blocks, layer_id) for layer_id in layer_ids}
+        size = capacity(max(n + 1, expected_tokens))
+        caches: dict[int, LayerCache] = {}
+        for layer_id, (blocks, kept) in wanted.items():
+            if not spec.is_sliding(layer_id):
+                keys, values = (self._gather_half(blocks, kept, half, size) for half in (0, 1))
+                caches[layer_id] = PagedKVCache.holding(keys, values, n)
+        sliding = [layer_id for layer_id in wanted if spec.is_sliding(layer_id)]
+        windows = [wanted[layer_id] for layer_id in sliding]
+        kv = self._dequantize_host(windows) if self.host_dequantize else self._take_float(windows)
+        for layer_id, (keys, values) in zip(sliding, kv):
+            caches[layer_id] = self.make_cache(layer_id, keys, values, n)
+        mx.eval([(c.keys, c.values) for c in caches.values()])
         ms = (time.perf_counter() - tic) * 1000
-        num_bytes = sum(keys.nbytes + values.nbytes for keys, values in kv)
-        return caches, CopyStats(sum(len(blocks) for blocks, _ in layers), num_bytes, n, ms)
+        num_tokens = sum(kept for _, kept in wanted.values())
+        num_bytes = num_tokens * 2 * spec.n_kv_heads * spec.head_dim * spec.itemsize
+        return caches, CopyStats(sum(len(blocks) for blocks, _ in wanted.values()), num_bytes, n, ms)
+
+    def _gather_half(self, blocks: list[Block], kept: int, half: int, size: int) -> mx.array:
+        """A global layer's K (``half`` 0) or V as ``[1, H, size, D]``, its first ``kept``
+        tokens from ``blocks`` (the rest is room to grow: whatever rows fill it)."""
+        spec, heads = self.spec, self.spec.n_kv_heads
+        rows = padded_rows(spec, blocks, half, size // spec.block_tokens)
+        if self.host_dequantize:
+            assert self.dequant is not None
+            out = mx.zeros((1, heads, size, spec.head_dim), dtype=self.dtype)
+            target = host_view(out).reshape(heads, size, spec.head_dim)
+            if self.dequant.kernel is not None:
+                starts, counts = segments_of(rows, spec.block_tokens, kept, blocks=len(blocks))
+                q, scales, biases = (h.reshape(-1, h.shape[-1]) for h in self._hosts)
+                self.dequant.kernel(self._kind, spec.kv_bits, spec.kv_group_size, q.view(np.uint8),
+                                    as_kernel_array(scales), as_kernel_array(biases), starts, counts,
+                                    as_kernel_array(target.reshape(-1)))
+            else:
+                dequantize_numpy(spec, self._hosts, [(blocks, kept)], target, half)
+            return out
+        index = mx.array(rows.reshape(-1).astype(np.uint32))
+        parts = tuple(mx.take(r, index, axis=0).reshape(1, heads, size, p.dim) for r, p in zip(self._rows, self.parts))
+        return decode(spec, parts)
 
     def read_layers(self, agent_blocks: AgentBlocks) -> list[KVTokens[mx.array]]:
         """Each layer's K/V as stored (quantized stays quantized): ``[H, kept, C]`` per part."""
@@ -116,10 +156,29 @@ class KVBlockStore:
 
     def read_tokens(self, blocks: list[Block], start: int, stop: int) -> KVTokens[np.ndarray]:
         """A copy of tokens ``[start, stop)`` of a layer's ``blocks`` (in order), as stored."""
+        first, pieces, offset = 0, [], 0
+        for block in blocks:  # only the blocks that hold part of [start, stop)
+            if offset + block.num_tokens > start and offset < stop:
+                if not pieces:
+                    first = offset
+                pieces.append(block)
+            offset += block.num_tokens
+        if not pieces:  # an empty range
+            pieces, first, start = blocks[:1], 0, 0
+            stop = 0
+
         def part(host: np.ndarray, kv: int) -> np.ndarray:
-            return np.concatenate([host[b.block_id, kv, :, : b.num_tokens] for b in blocks], axis=1)[:, start:stop]
+            held = np.concatenate([host[b.block_id, kv, :, : b.num_tokens] for b in pieces], axis=1)
+            return held[:, start - first : stop - first]
 
         return KVTokens(tuple(part(h, 0) for h in self._hosts), tuple(part(h, 1) for h in self._hosts))
+
+    def read_float(self, blocks: list[Block], start: int, stop: int) -> tuple[mx.array, mx.array]:
+        """Tokens ``[start, stop)`` of a layer's ``blocks`` as a gather gives them: float
+        ``[1, H, stop - start, D]`` K and V (dequantized when the blocks are quantized)."""
+        tokens = self.read_tokens(blocks, start, stop)
+        keys, values = (decode(self.spec, tuple(mx.array(p) for p in parts)) for parts in (tokens.keys, tokens.values))
+        return keys[None], values[None]
 
     def _layer_blocks(self, agent_blocks: AgentBlocks, layer_id: int) -> tuple[list[Block], int]:
         spec = self.spec
@@ -137,6 +196,8 @@ class KVBlockStore:
         per part over the slab's rows, ordered (layer, K|V, head, block) so that each head's
         tokens run contiguously."""
         spec, heads = self.spec, self.spec.n_kv_heads
+        if not layers:
+            return []
         rows = mx.array(block_rows(spec, layers).astype(np.uint32))
         taken = [mx.take(r, rows, axis=0) for r in self._rows]
         out = []
@@ -158,11 +219,11 @@ class KVBlockStore:
         return [(decode(self.spec, keys), decode(self.spec, values)) for keys, values in self._take_parts(layers)]
 
     def _dequantize_host(self, layers: list[tuple[list[Block], int]]) -> list[tuple[mx.array, mx.array]]:
-        """Per layer, float K and V ``[1, H, kept, D]``: views into one buffer filled on the
-        host from the packed slabs, in (layer, K|V, head, token) order. (MLX has no
-        uninitialised allocation: zeroing it costs about half a copy, measured; filling it
-        in cache-sized chunks right after zeroing each gained nothing.)"""
+        """Per (sliding) layer, float K and V ``[1, H, kept, D]``: views into one buffer filled
+        on the host from the packed slabs, in (layer, K|V, head, token) order."""
         spec, heads, dim = self.spec, self.spec.n_kv_heads, self.spec.head_dim
+        if not layers:
+            return []
         assert self.dequant is not None
         sizes = [heads * kept * dim for _, kept in layers]
         out = mx.zeros((2 * sum(sizes),), dtype=self.dtype)
@@ -174,7 +235,12 @@ class KVBlockStore:
                                 as_kernel_array(scales), as_kernel_array(biases), starts, counts,
                                 as_kernel_array(target))
         else:
-            dequantize_numpy(spec, self._hosts, layers, target)
+            start = 0
+            for (blocks, kept), size in zip(layers, sizes):
+                for half in (0, 1):
+                    segment = target[start : start + size].reshape(heads, kept, dim)
+                    dequantize_numpy(spec, self._hosts, [(blocks, kept)], segment, half)
+                    start += size
         kv: list[tuple[mx.array, mx.array]] = []
         start = 0
         for (_, kept), size in zip(layers, sizes):
