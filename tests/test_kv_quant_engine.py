@@ -108,3 +108,25 @@ def test_six_agents_under_pressure(default_model, default_spec, tmp_path_factory
         assert (state.evictions, state.restores) == (0, 0)
     else:
         assert state.evictions >= 4 and state.restores >= 4, (state.evictions, state.restores)
+
+
+@pytest.mark.parametrize("bits", [16, 8])
+def test_a_turn_from_the_hot_set_equals_one_gathered_from_blocks(default_model, bits):
+    """The hot set holds exactly what a gather of the blocks gives (quantized tokens as stored):
+    three turns per agent, two agents interleaved, give the same tokens with it on and off."""
+    model, tokenizer = default_model
+    spec = spec_for(model, bits)
+    order = [(name, prompt if k == 0 else FOLLOW_UP) for k in range(3) for name, prompt in SEED_PROMPTS[:2]]
+    runs, hot_gathers = {}, {}
+    for hot_bytes in (None, 0):
+        recorder = Recorder()
+        engine = BlockPoolBatchEngine(model, tokenizer, BlockPool(spec, 400), spec, recorder=recorder,
+                                      hot_cache_bytes=hot_bytes)
+        blocks: dict = {}
+        for name, turn in order:
+            done = run_alone(engine, name, turn, 12, cache=blocks.get(name))
+            blocks[name] = done.blocks
+        runs[hot_bytes] = {name: list(engine.agent_blocks(name).token_ids) for name, _ in SEED_PROMPTS[:2]}
+        hot_gathers[hot_bytes] = [e.hot for e in recorder.events("gather")]
+    assert runs[None] == runs[0]
+    assert hot_gathers[None] == [True] * 4 and hot_gathers[0] == [False] * 4  # turns 2 and 3 of each agent
