@@ -4,8 +4,9 @@ back, and what closing, evicting, adopting and forking do to it. Owner thread on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import mlx.core as mx
 from mlx_lm.models.cache import RotatingKVCache
 
 from pool import AgentBlocks, BlockPool, PoolExhausted, PrefixMatch
@@ -18,6 +19,7 @@ from .kv.hot_set import HotSet
 from .kv.kv_store import CopyStats, KVBlockStore, LayerCache
 from .kv.residency import Residency
 from .prefix_cache import PrefixCache
+from .prompt_sharing import PromptSharing
 from .prompts import check_cache
 from .scheduler import spill_order
 from .sequence import Request
@@ -29,6 +31,7 @@ class Contexts:
         self.pool = pool
         self.store = store
         self.hot = hot
+        self.sharing = PromptSharing(pool, store, residency.writer, prefix, recorder)
         self.writer: BlockWriter = residency.writer
         self.residency = residency
         self.prefix = prefix
@@ -53,8 +56,31 @@ class Contexts:
             self.drop(request.agent_id)
             match = self.prefix.lookup(request.prompt_ids)
             agent = self.prefix.acquire(request.agent_id, match)
+            self.sharing.extend_with_partial(agent, request.prompt_ids, self.agents.values())
         self.agents[request.agent_id] = agent
         return agent, match
+
+    def leader_for(self, request: Request, running: Iterable[Request]) -> Request | None:
+        """A running fresh turn whose prefill will give ``request`` more of its prompt's blocks
+        than the pool holds now (``request`` should wait for it), else None."""
+        if not self.sharing.enabled or request.continues is not None:
+            return None
+        match = self.prefix.lookup(request.prompt_ids)
+        return self.sharing.leader_for(request, running, 0 if match is None else match.num_blocks)
+
+    def write_prompt_blocks(self, request: Request, computed: int,
+                            rows_of: Callable[[int, int], list | None]) -> None:
+        """A fresh turn's prompt blocks computed so far go into its blocks now (``PromptSharing``)."""
+        agent = self.agents.get(request.agent_id)
+        if agent is not None:
+            self.sharing.write_prompt_blocks(request, agent, computed, rows_of)
+
+    def release_turn(self, request: Request, agent: AgentBlocks) -> None:
+        """A turn that is not kept: its reservation goes back, and a fresh context lets go of
+        the prompt blocks its prefill wrote (they stay cached) beyond what it started from."""
+        self.writer.release(request.reserved)
+        if request.continues is None:
+            self.sharing.roll_back(agent, request.cached_tokens)
 
     def back_out(self, request: Request) -> None:
         """A fresh context that could not start yet lets go of its shared blocks (they stay
@@ -105,11 +131,10 @@ class Contexts:
         if not self.residency.reserve(agent, request.reserved, keep, self.victims_for(agent.agent_id)):
             self.writer.release(request.reserved)
             return f"block pool full at the end of the turn: {self.pool.free_blocks()} free blocks"
-        n0 = agent.total_tokens
         stats = self.writer.write_back(agent, request.reserved, caches, token_ids, keep)
         if stats is None:
             return None
-        self._keep_hot(agent, caches, n0)
+        self._keep_hot(agent, caches, request.cached_tokens)
         copied = self.writer.copied
         if self.recorder.enabled:
             self.recorder.publish(Scatter(agent_id=agent.agent_id, num_blocks=stats.num_blocks,
@@ -137,6 +162,8 @@ class Contexts:
                 cache.keys[..., n0:n1, :] = keys
                 cache.values[..., n0:n1, :] = values
             hot[layer_id] = cache
+        if spec.quantized:  # evaluate the replaced tokens now, not in the next turn's prefill
+            mx.eval([(c.keys, c.values) for c in hot.values()])
         caches.clear()  # the list must not keep the buffers: the next turn updates them in place
         self.hot.put(agent, hot)
 

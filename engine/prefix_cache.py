@@ -37,13 +37,13 @@ class PrefixCache:
             return AgentBlocks(agent_id, 0)
         return self.pool.acquire_prefix(agent_id, match)
 
-    def report(self, agent_id: str, prompt_tokens: int, match: PrefixMatch | None) -> None:
-        """One lookup of a context that started (a blocked start does not count twice)."""
+    def report(self, agent_id: str, prompt_tokens: int, match: PrefixMatch | None, reused_tokens: int) -> None:
+        """One lookup of a context that started (a blocked start does not count twice):
+        ``reused_tokens`` of its prompt were not prefilled (``match``'s, and a partial block's)."""
         if not self.enabled or not self.recorder.enabled:
             return
         self.recorder.publish(PrefixLookup(
-            agent_id=agent_id, prompt_tokens=prompt_tokens,
-            reused_tokens=0 if match is None else match.num_tokens,
+            agent_id=agent_id, prompt_tokens=prompt_tokens, reused_tokens=reused_tokens,
             num_blocks=0 if match is None else match.num_held_blocks,
             num_cached_blocks=0 if match is None else match.num_cached_blocks))
 

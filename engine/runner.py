@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
@@ -52,6 +53,23 @@ class ModelRunner:
         """Take a sequence out of the batch; with ``keep``, its caches and token ids."""
         extracted = self._gen.remove([uid], return_prompt_caches=keep)
         return extracted.get(uid, (None, None))
+
+    def context_rows(self, uid: int, start: int, stop: int) -> list[tuple[mx.array, mx.array]] | None:
+        """Tokens ``[start, stop)`` of a running sequence's context, per layer ``[H, n, D]`` K and V:
+        views into the batch cache (evaluated; drop them before the next step, which updates
+        that cache in place). None while the sequence waits to start. Global layers only: a
+        sliding layer's rotating buffer has no fixed token order."""
+        found = self._gen._find_uids([uid]).get(uid)  # mlx-lm's own lookup (pinned to 0.32)
+        if found is None or found[0] == 0:
+            return None
+        stage, row = found
+        batch = self._gen._prompt_batch if stage == 1 else self._gen._generation_batch
+        out = []
+        for cache in batch.prompt_cache:
+            pad = int(cache.left_padding[row].item())
+            out.append((cache.keys[row, :, pad + start : pad + stop], cache.values[row, :, pad + start : pad + stop]))
+        mx.eval(out)
+        return out
 
     def reset(self) -> None:
         """Start over with an empty batch (after a model error)."""

@@ -152,12 +152,24 @@ class Scheduler:
                     self.running[request.gen_uid] = request
                 case Blocked(reason):
                     blocked.append((request, reason))
+                    if request.preempted:  # nothing new overtakes a paused reply
+                        break
                 case Failed(error):
                     failed.append((request, error))
         if blocked and not self.running:
             failed.append(blocked.pop(0))
         self.waiting.extendleft(reversed([request for request, _ in blocked]))
         return failed
+
+    def youngest_running(self) -> Request | None:
+        """The request admitted last (the first to preempt, as vLLM's scheduler does)."""
+        return next(reversed(self.running.values()), None)
+
+    def pause(self, request: Request) -> None:
+        """A running request leaves the batch for the front of the queue."""
+        assert request.gen_uid is not None and self.running.get(request.gen_uid) is request
+        del self.running[request.gen_uid]
+        self.waiting.appendleft(request)
 
     def finished(self, request: Request) -> None:
         """Forget a request wherever it is; its agent may submit again."""

@@ -19,6 +19,16 @@ from .stop_trim import split_at_stop, tokens_of_reply
 Phase = Literal["queued", "prefilling", "generating"]
 
 
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """A preempted reply's mlx-lm caches (its whole context; on resuming the last token is cut
+    and read again; None when they cannot be cut: the turn is recomputed) and the token ids
+    they hold."""
+
+    caches: list | None
+    token_ids: list[int]
+
+
 @dataclass(eq=False)
 class Request:
     """One turn (engine-internal). ``prompt_ids``: the tokens submitted."""
@@ -45,6 +55,8 @@ class Request:
     first_token_s: float | None = None
     # Blocks taken for this turn's new tokens, per layer; written at the end of the turn.
     reserved: dict[int, list[Block]] = field(default_factory=dict)
+    preempted: bool = False  # paused for an older reply; it resumes before anything new starts
+    paused: Paused | None = None  # a paused reply's K/V and token ids, kept outside the pool
 
     @property
     def prefill_ids(self) -> list[int]:
@@ -58,6 +70,24 @@ class Request:
 
     def start(self, gen_uid: int, detokenizer: Any) -> None:
         self.gen_uid, self.phase, self.detokenizer = gen_uid, "prefilling", detokenizer
+
+    def pause(self, paused: Paused | None) -> None:
+        """Out of the batch for an older reply: ``paused`` holds its K/V to go on from, or
+        None for a turn that had not generated yet (it starts again)."""
+        self.gen_uid, self.preempted, self.paused = None, True, paused
+        if paused is None:
+            self.phase, self.prefilled_tokens, self.cached_tokens, self.reused_tokens = "queued", 0, 0, 0
+
+    def resume(self, gen_uid: int, *, recompute: bool) -> None:
+        """Back in the batch; ``recompute``: its turn so far is prefilled again."""
+        self.gen_uid, self.paused, self.prefilled_tokens = gen_uid, None, 0  # progress counts anew
+        if recompute:
+            self.phase = "prefilling"
+
+    @property
+    def resumed_ids(self) -> list[int]:
+        """What a paused reply whose K/V was dropped prefills again: its turn so far."""
+        return self.prefill_ids + self.generated_ids
 
     def on_prefill(self, processed: int) -> int:
         """Record prefill progress; returns the tokens read since the last report."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from telemetry import Event, Eviction, Gather, Restore, Scatter
+from telemetry import Event, Eviction, Gather, Preemption, Restore, Scatter
 
 PREFIX = "blockpool:"
 # vLLM's buckets (seconds) for time to first token and inter-token latency.
@@ -50,7 +50,7 @@ class ServerMetrics:
         self.prefix_queries = counter("prefix_cache_queries", "Prefix cache queries, in prompt tokens.")
         self.prefix_hits = counter("prefix_cache_hits", "Prefix cache hits, in prompt tokens served from blocks.")
         self.preemptions = counter(
-            "num_preemptions", "Requests preempted; always 0: a request that does not fit waits in the queue.")
+            "num_preemptions", "Replies paused to give their blocks to older ones (they resume where they stopped).")
         self.prompt_tokens = counter("prompt_tokens", "Prompt tokens of admitted requests (cached included).")
         self.generation_tokens = counter("generation_tokens", "Generated tokens.")
         self.request_success = counter("request_success", "Finished requests.", ["finished_reason"])
@@ -117,6 +117,8 @@ class ServerMetrics:
                     self._m(self.scatter).observe(event.ms / 1000)
                 case Eviction():
                     self._m(self.spills).inc()
+                case Preemption():
+                    self._m(self.preemptions).inc()
                 case Restore():
                     self._m(self.restores, source=event.source).inc()
 

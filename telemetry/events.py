@@ -192,6 +192,18 @@ class Eviction(_EventBase):
     reason: str
 
 
+class Preemption(_EventBase):
+    """A running reply was paused to give its blocks to an older one (vLLM's preemption): its
+    K/V waits outside the pool (``recompute=False``) or is recomputed when it resumes."""
+
+    kind: Literal["preemption"] = "preemption"
+    uid: int
+    agent_id: str
+    generated_tokens: Count
+    num_blocks: Count
+    recompute: bool = False
+
+
 class Restore(_EventBase):
     """A spilled agent's context came back into blocks: from its spill file
     (``source="disk"``), or, when that file was unusable, by re-prefilling its tokens."""
@@ -220,6 +232,7 @@ Event = Annotated[
     | RequestFinished
     | PoolSnapshotEvent
     | Eviction
+    | Preemption
     | Restore,
     Field(discriminator="kind"),
 ]
@@ -238,6 +251,7 @@ EVENT_TYPES: tuple[type[_EventBase], ...] = (
     RequestFinished,
     PoolSnapshotEvent,
     Eviction,
+    Preemption,
     Restore,
 )
 EVENT_KINDS: frozenset[str] = frozenset(

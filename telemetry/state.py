@@ -17,6 +17,7 @@ from .events import (
     PrefixLookup,
     Event,
     Eviction,
+    Preemption,
     Restore,
     Gather,
     PoolSnapshotEvent,
@@ -89,6 +90,7 @@ class TelemetryState:
     requests_finished: int = 0
     requests_failed: int = 0
     evictions: int = 0
+    preemptions: int = 0
     restores: int = 0
     last_pool: PoolSnapshotEvent | None = None
     event_count: int = 0
@@ -113,6 +115,7 @@ class RawState:
     requests_finished: int
     requests_failed: int
     evictions: int
+    preemptions: int
     restores: int
     event_count: int
     sharing: SharingStats = SharingStats()
@@ -149,6 +152,7 @@ class StateAggregator:
         self.requests_finished = 0
         self.requests_failed = 0
         self.evictions = 0
+        self.preemptions = 0
         self.restores = 0
         self.event_count = 0
         self.sharing = SharingStats()
@@ -170,6 +174,8 @@ class StateAggregator:
                 self._add_finished(event)
             case Eviction():
                 self.evictions += 1
+            case Preemption():
+                self.preemptions += 1
             case Restore():
                 self.restores += 1
             case PoolSnapshotEvent():
@@ -229,6 +235,7 @@ class StateAggregator:
             requests_finished=self.requests_finished,
             requests_failed=self.requests_failed,
             evictions=self.evictions,
+            preemptions=self.preemptions,
             restores=self.restores,
             event_count=self.event_count,
             sharing=self.sharing,
@@ -253,6 +260,7 @@ def build_state(raw: RawState) -> TelemetryState:
         requests_finished=raw.requests_finished,
         requests_failed=raw.requests_failed,
         evictions=raw.evictions,
+        preemptions=raw.preemptions,
         restores=raw.restores,
         last_pool=raw.last_pool,
         event_count=raw.event_count,

@@ -118,7 +118,7 @@ def test_pool_running_out_mid_generation_keeps_previous_context(default_model, d
     prompt = list(range(2000, 2250))  # 250 tokens: generation crosses the 256 boundary
     done = run_alone(engine, "a", prompt, max_tokens=20)
     assert done.finish_reason == "error"
-    assert "block pool full after 6 tokens: needs 30 more blocks, 0 free of 30" in done.error
+    assert "outgrew the whole pool after 6 tokens: it needs 30 more blocks, 0 free of 30" in done.error
     assert done.blocks.total_tokens == 0  # the fresh context never got the failed turn
     assert engine.pool.used_blocks() == 0
 

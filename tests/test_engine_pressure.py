@@ -149,3 +149,25 @@ def test_spill_file_of_another_model_is_refused(default_model, default_spec, tmp
     foreign.write_bytes(b"\x00" * 64)
     with pytest.raises(SpillError, match="unreadable"):
         SpillStore(tmp_path / "spill", default_spec).load("b")
+
+
+def test_a_reply_short_of_blocks_pauses_the_youngest_and_both_finish(default_model, default_spec, tmp_path):
+    """Two replies that fit the pool one at a time but not together (each grows past its first
+    block per layer): the younger is paused, its K/V kept aside, while the older takes the
+    blocks; it resumes where it stopped. Both replies equal their runs alone; none errors."""
+    prompts = {"older": list(range(2000, 2240)), "younger": list(range(3000, 3240))}  # 240 tokens each
+    alone_engine = make_engine(default_model, default_spec, 400, tmp_path / "alone")
+    alone = {a: run_alone(alone_engine, a, p, max_tokens=30) for a, p in prompts.items()}
+    recorder = Recorder()
+    engine = make_engine(default_model, default_spec, 90, tmp_path / "tight", recorder)  # 3 blocks a layer
+    uids = {a: engine.submit(a, p, max_tokens=30) for a, p in prompts.items()}
+    done = {c.uid: c for c in engine.step()}
+    for agent_id, uid in uids.items():
+        assert done[uid].finish_reason != "error", done[uid].error
+        assert done[uid].text == alone[agent_id].text, agent_id
+        assert done[uid].token_ids == alone[agent_id].token_ids, agent_id
+    preempted = recorder.events("preemption")
+    assert preempted and {e.agent_id for e in preempted} == {"younger"}
+    assert recorder.state().preemptions == len(preempted)
+    resident = [a for a in prompts if a not in engine.spilled_agents()]
+    assert_blocks_accounted(engine, resident)

@@ -12,6 +12,7 @@ import pytest
 
 from engine import BlockPoolBatchEngine
 from engine.kv.spill import model_key
+from engine.prompt_sharing import MIN_PARTIAL_TOKENS
 from pool import BlockPool
 from telemetry import Recorder
 from telemetry.events import CopyOnWrite, Fork, PrefixLookup
@@ -87,39 +88,72 @@ def check_prompt_held_once(engine: BlockPoolBatchEngine, agent_ids: list[str], s
     assert_blocks_accounted(engine, agent_ids)
 
 
+def reusable(engine: BlockPoolBatchEngine, prompt: str, earlier: list[str]) -> int:
+    """Tokens of ``prompt`` a new agent takes from the contexts of ``earlier`` agents: their
+    longest common prefix, never the prompt's last token (it must be prefilled for logits)."""
+    ids = engine.encode(prompt)
+    best = max(common_prefix([ids[:-1], engine.agent_blocks(a).token_ids]) for a in earlier)
+    full = best // engine.spec.block_tokens * engine.spec.block_tokens
+    return best if best - full >= MIN_PARTIAL_TOKENS else full
+
+
 def test_agents_one_after_another_share_the_prompt(default_model, default_spec, prompts, solo_texts):
+    """Agents 2..N hold the prompt's four full blocks and copy the tokens of the fifth they have
+    in common with an earlier context, so they prefill only their own question."""
     recorder = Recorder()
     engine = new_engine(default_model, default_spec, recorder=recorder)
-    done = [run_alone(engine, f"agent-{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)]
+    done, expected = [], []
+    for i, p in enumerate(prompts):
+        expected.append(reusable(engine, p, [f"agent-{j}" for j in range(i)]) if i else 0)
+        done.append(run_alone(engine, f"agent-{i}", p, MAX_TOKENS))
     identical = sum(d.text == want for d, want in zip(done, solo_texts))
     ttft_ms = [d.ttft_s * 1000 for d in done]
     print(f"\nsharing, one after another: {identical}/{NUM_AGENTS} byte-identical; TTFT agent 1 {ttft_ms[0]:.0f} ms, "
-          f"the others median {statistics.median(ttft_ms[1:]):.0f} ms ({[round(t) for t in ttft_ms[1:]]})")
+          f"the others median {statistics.median(ttft_ms[1:]):.0f} ms ({[round(t) for t in ttft_ms[1:]]}); "
+          f"reused {expected[1:]} tokens")
     assert [d.text for d in done] == solo_texts
     shared = 1024 // engine.spec.block_tokens
-    assert done[0].cached_tokens == 0
-    assert all(d.cached_tokens == shared * engine.spec.block_tokens for d in done[1:])
+    assert all(n > 1024 for n in expected[1:])  # past the full blocks: the common part of the fifth
+    assert [d.cached_tokens for d in done] == expected
     check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], shared)
     lookups = recorder.events("prefix_lookup")
     hits = NUM_AGENTS - 1
-    assert [e.reused_tokens for e in lookups] == [0] + [1024] * hits
+    assert [e.reused_tokens for e in lookups] == expected
     state = recorder.state().sharing
-    assert state.reused_tokens == hits * 1024 and state.num_hits == hits
-    assert state.hit_rate == pytest.approx(hits * 1024 / sum(e.prompt_tokens for e in lookups))
+    assert state.reused_tokens == sum(expected) and state.num_hits == hits
+    assert state.hit_rate == pytest.approx(sum(expected) / sum(e.prompt_tokens for e in lookups))
     assert recorder.state().last_pool.num_saved_blocks == hits * shared * engine.spec.n_layers
     assert statistics.median(ttft_ms[1:]) < ttft_ms[0]
 
 
-def test_agents_together_keep_one_copy_of_the_prompt(default_model, default_spec, prompts, solo_texts):
-    """Submitted in one go, nothing is in the pool yet: all prefill, and writing back
-    de-duplicates the prompt's blocks to one copy."""
+def test_agents_together_prefill_the_prompt_once(default_model, default_spec, prompts, solo_texts):
+    """Submitted in one go, nothing is in the pool yet: the first prefills the prompt and writes
+    its full blocks as soon as they are computed; the others wait for them, hold them, and
+    prefill only the rest. Replies equal each agent's run alone with sharing off."""
     engine = new_engine(default_model, default_spec)
     uids = [engine.submit(f"agent-{i}", p, max_tokens=MAX_TOKENS) for i, p in enumerate(prompts)]
     done = {c.uid: c for c in engine.step()}
     texts = [done[u].text for u in uids]
     print(f"\nsharing, together: {sum(t == w for t, w in zip(texts, solo_texts))}/{NUM_AGENTS} byte-identical")
     assert texts == solo_texts
+    assert [done[u].cached_tokens for u in uids] == [0] + [1024] * (NUM_AGENTS - 1)
     check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], 1024 // engine.spec.block_tokens)
+
+
+def test_a_cancelled_leader_leaves_its_prompt_blocks_cached(default_model, default_spec, prompts, solo_texts):
+    """The first agent is cancelled after its prompt's blocks were written mid-turn: its context
+    is as before the turn (empty), the blocks stay cached, and the next agent still reuses them."""
+    engine = new_engine(default_model, default_spec, total_blocks=400)
+    uid = engine.submit("leader", prompts[0], max_tokens=MAX_TOKENS)
+    while engine.agent_blocks("leader") is None or engine.agent_blocks("leader").total_tokens < 1024:
+        engine.step_once()
+    engine.cancel(uid)
+    (cancelled,) = [c for c in engine.step() if c.uid == uid]
+    assert cancelled.finish_reason == "cancelled" and cancelled.generated_tokens == 0
+    assert engine.agent_blocks("leader").total_tokens == 0 and engine.pool.used_blocks() == 0
+    assert engine.pool.num_cached_blocks() == 4 * engine.spec.n_layers
+    follower = run_alone(engine, "follower", prompts[1], MAX_TOKENS)
+    assert follower.cached_tokens == 1024 and follower.text == solo_texts[1]
 
 
 FORK_BASE = "Read this log and remember it.\n\n" + system_prompt(16)

@@ -74,6 +74,7 @@ class Driver(threading.Thread):
 
 
 def assert_accounted(engine: BlockPoolBatchEngine, agent_ids: set[str]) -> None:
+    agent_ids = set(agent_ids)  # a copy taken in one C call: the driver thread adds to the set
     held = sum(b.num_blocks() for a in agent_ids if (b := engine.agent_blocks(a)) is not None)
     assert engine.pool.used_blocks() == held + engine.reserved_blocks(), (
         engine.pool.used_blocks(), held, engine.reserved_blocks())

@@ -248,8 +248,8 @@ async def test_bad_input_never_loses_text_and_a_failed_reply_leaves_the_agent_us
         pane.input.value = ""
         await send(pilot, near_limit)
         await wait_for(pilot, lambda: agent.status == "error")
-        assert "block pool full" in agent.error
-        assert any("block pool full" in n for n in notes)
+        assert "outgrew the whole pool" in agent.error
+        assert any("outgrew the whole pool" in n for n in notes)
         assert pane.input.value == near_limit  # back in the input, ready to edit
         assert not agent.conversation.turns
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import BatchKVCache, KVCache
+from mlx_lm.models.cache import BatchKVCache, KVCache, create_attention_mask
 
 STEP = KVCache.step  # mlx-lm grows caches in steps of 256 tokens; so do we
 
@@ -61,6 +61,9 @@ class PagedBatchKVCache(BatchKVCache):
     def __init__(self, left_padding: list[int], expected_tokens: int = 0) -> None:
         super().__init__(left_padding)
         self.expected_tokens = expected_tokens
+        # One sequence, no padding: it attends as a plain KVCache does (``make_mask``). Kept on
+        # the host, so checking it never waits for the device.
+        self.lone = len(left_padding) == 1 and not left_padding[0]
 
     @classmethod
     def adopt(cls, cache: KVCache) -> PagedBatchKVCache:
@@ -97,6 +100,7 @@ class PagedBatchKVCache(BatchKVCache):
         batch.keys, batch.values = keys, values
         batch.offset = mx.array(lengths)
         batch._idx = longest
+        batch.lone = len(caches) == 1
         return batch
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
@@ -128,6 +132,24 @@ class PagedBatchKVCache(BatchKVCache):
         if list(batch_indices) == list(range(self.offset.shape[0])):
             return
         super().filter(batch_indices)
+        self.lone = len(batch_indices) == 1  # the filter shifted its left padding away
+
+    def extend(self, other: BatchKVCache) -> None:
+        super().extend(other)
+        self.lone = False
+
+    def prepare(self, *, left_padding: list[int] | None = None, lengths: list[int] | None = None,
+                right_padding: list[int] | None = None) -> None:
+        super().prepare(left_padding=left_padding, lengths=lengths, right_padding=right_padding)
+        if any(left_padding or ()) or any(right_padding or ()):
+            self.lone = False
+
+    def make_mask(self, N: int, return_array: bool = False, **kwargs: Any) -> Any:
+        """A lone sequence's mask as mlx-lm's ``KVCache`` makes it (none for one token, the
+        fused kernel's "causal" for more), so it attends exactly as ``mlx_lm.generate`` does."""
+        if self.lone and kwargs.get("window_size") is None:
+            return create_attention_mask(N, offset=self._idx, return_array=return_array, window_size=None)
+        return super().make_mask(N, return_array=return_array, **kwargs)
 
     def extract(self, idx: int) -> KVCache:
         """Row ``idx`` as a single-sequence cache: the buffers themselves when the batch is

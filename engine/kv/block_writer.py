@@ -145,11 +145,14 @@ class BlockWriter:
         layers: list[KVTokens[np.ndarray]],
         total_tokens: int,
         token_ids: list[int],
+        *,
+        more_to_come: bool = False,
     ) -> CopyStats:
         """Write per-layer K/V (in the block format) of a context of ``total_tokens`` into blocks.
 
         Global layers hold the tokens past the agent's current ``total_tokens`` (all of
-        them for a restore, which starts from 0); sliding layers their whole window.
+        them for a restore, which starts from 0); sliding layers their whole window. What is
+        left of ``reserved`` goes back to the pool, unless the turn has ``more_to_come``.
         """
         tic = time.perf_counter()
         n0, n1 = agent.total_tokens, total_tokens
@@ -169,7 +172,8 @@ class BlockWriter:
             num_bytes += tokens.nbytes
         agent.total_tokens = n1
         agent.token_ids = list(token_ids)
-        self.release(reserved)
+        if not more_to_come:
+            self.release(reserved)
         ms = (time.perf_counter() - tic) * 1000
         return CopyStats(num_blocks, num_bytes, n1 - n0, ms)
 

@@ -107,7 +107,7 @@ class KVBlockStore:
         tic = time.perf_counter()
         spec, n = self.spec, agent_blocks.total_tokens
         wanted = {layer_id: self._layer_blocks(agent_blocks, layer_id) for layer_id in layer_ids}
-        size = capacity(max(n + 1, expected_tokens))
+        size = capacity(max(n, expected_tokens))  # the engine asks for room; the seed API for none
         caches: dict[int, LayerCache] = {}
         for layer_id, (blocks, kept) in wanted.items():
             if not spec.is_sliding(layer_id):
