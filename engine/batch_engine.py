@@ -301,8 +301,8 @@ class BlockPoolBatchEngine:
         with self._step_lock:
             tic = time.perf_counter()
             completions, self._outbox = self._outbox + self._loop.apply_commands(), []
-            completions += self._loop.admit()
             deltas: list[TokenDelta] = []
+            completions += self._loop.admit(deltas)
             prefill: list[PrefillProgress] = []
             batch_size = self.num_active
             prefill_tokens = self._loop.advance(deltas, prefill, completions) if batch_size else 0

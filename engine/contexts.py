@@ -82,6 +82,34 @@ class Contexts:
         if request.continues is None:
             self.sharing.roll_back(agent, request.cached_tokens)
 
+    def bring_in(self, request: Request, agent: AgentBlocks) -> bool:
+        """A spilled context back in blocks (or marked for re-prefill: ``request.prefix_ids``);
+        False when the pool has no room for it yet."""
+        if request.agent_id not in self.residency.spilled:
+            return True
+        restored = self.residency.restore(agent, self.victims_for(request.agent_id))
+        if restored is None:
+            return False
+        request.prefix_ids = restored.prefix
+        if not restored.prefix:
+            self.prefix.register(agent)
+        return True
+
+    def reserve(self, request: Request, agent: AgentBlocks, num_tokens: int) -> bool:
+        """Blocks for a context of ``num_tokens`` in ``request.reserved``, spilling idle agents
+        (least recently used first) when the pool is short; False when even that is not enough."""
+        return self.residency.reserve(agent, request.reserved, num_tokens, self.victims_for(request.agent_id))
+
+    def no_room(self, request: Request, agent: AgentBlocks, num_tokens: int) -> str:
+        needed = self.writer.num_blocks_needed(agent, request.reserved, num_tokens)
+        return (
+            f"not enough free blocks for this turn: needs {needed}, {self.pool.free_blocks()} free of "
+            f"{self.pool.total_blocks}, and no idle agent could be spilled to make room"
+        )
+
+    def touch(self, agent_id: str) -> None:
+        self.residency.touch(agent_id)
+
     def back_out(self, request: Request) -> None:
         """A fresh context that could not start yet lets go of its shared blocks (they stay
         cached); the next try looks the prefix up again."""

@@ -35,7 +35,12 @@ class Failed:
     error: str
 
 
-Admission = Started | Blocked | Failed
+@dataclass(frozen=True)
+class Done:
+    """The request finished as it started (a continued turn whose first token ended it)."""
+
+
+Admission = Started | Blocked | Failed | Done
 
 
 @dataclass
@@ -156,6 +161,8 @@ class Scheduler:
                         break
                 case Failed(error):
                     failed.append((request, error))
+                case Done():
+                    pass
         if blocked and not self.running:
             failed.append(blocked.pop(0))
         self.waiting.extendleft(reversed([request for request, _ in blocked]))

@@ -68,7 +68,7 @@ class Request:
         """Tokens this request's context will hold once its prompt and output are in."""
         return self.cached_tokens + len(self.prefill_ids) + len(self.generated_ids)
 
-    def start(self, gen_uid: int, detokenizer: Any) -> None:
+    def start(self, gen_uid: int | None, detokenizer: Any) -> None:
         self.gen_uid, self.phase, self.detokenizer = gen_uid, "prefilling", detokenizer
 
     def pause(self, paused: Paused | None) -> None:
