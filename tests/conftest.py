@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
@@ -17,6 +16,16 @@ def pytest_configure(config: pytest.Config) -> None:
             "(which preloads OpenBLAS) for ~10x faster prefill",
             stacklevel=1,
         )
+
+
+@pytest.fixture
+def no_user_config(monkeypatch, tmp_path):
+    """No config file, and none of the app's settings from the environment (``BLOCKPOOL_<NAME>``)."""
+    from tui.settings import TuiSettings
+
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+    for name in TuiSettings.model_fields:
+        monkeypatch.delenv(f"BLOCKPOOL_{name.upper()}", raising=False)
 
 
 @pytest.fixture

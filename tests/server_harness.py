@@ -81,16 +81,6 @@ def _wait_healthy(server: ServerProcess) -> None:
     raise RuntimeError(f"blockpool serve did not answer /health in {START_TIMEOUT_S} s:\n{server.log()}")
 
 
-def wait_until(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.1) -> Any:
-    """Polls ``predicate()`` until it returns something truthy; returns it, or the last falsy value."""
-    deadline = time.monotonic() + timeout_s
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval_s)
-        value = predicate()
-    return value
-
-
 def leaked_blocks(pool: dict[str, Any]) -> int:
     """Used blocks not held by an idle conversation (0 once every request has finished)."""
     idle = sum(a["blocks"] for a in pool["agents"] if a["state"] in ("idle", "spilled"))

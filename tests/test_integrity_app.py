@@ -5,40 +5,23 @@ of a step ends the turn visibly, gives queued messages back and brings the engin
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
-from textual.pilot import Pilot
 
-from engine.step_loop import StepLoop
 from engine.sessions import SessionStore
+from engine.step_loop import StepLoop
+from tests.helpers import make_app, wait_for
 from tui.app import BlockpoolApp
-from tui.settings import TuiSettings
 
 from .reference import reference
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 WAIT_S = 120.0
 MAX_TOKENS = 6
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("BLOCKPOOL_DATA_DIR", raising=False)
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition.__doc__ or condition}"
-        await pilot.pause(0.05)
-
-
 def real_app(default_model, db, **settings) -> BlockpoolApp:
-    values = {"agents": 2, "blocks": 200, "max_tokens": MAX_TOKENS, **settings}
-    return BlockpoolApp(TuiSettings(**values), loaded_model=default_model, store=SessionStore(db))
+    return make_app(default_model, store=SessionStore(db), max_tokens=MAX_TOKENS, **settings)
 
 
 async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_model, tmp_path):
@@ -51,7 +34,7 @@ async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_
         await app.send(second, "Name a colour.")
         await wait_for(pilot, lambda: not first.busy and not second.busy)
         await app.close_agent_now(first)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: app.stats is not None and first.agent_id not in app.stats.pool.agent_usage())
     (record,) = SessionStore(db).agents(1)
     assert record.name == "agent 2" and record.context_tokens
 
@@ -101,7 +84,7 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
         await app.send(agent, "Name a fruit.")  # queued behind it
         assert list(agent.pending) == ["Name a fruit."]
         both_sent.set()
-        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy and not agent.pending)
+        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy and not agent.pending, WAIT_S)
         assert "No space left on device (injected)" in agent.error
         assert pane.input.value == "Name a colour. Name a fruit."  # nothing typed is lost
         assert not agent.pending and len(agent.conversation.turns) == turns

@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from engine import BlockPoolBatchEngine
 from pool import BlockPool
 from tests.reference import reference, run_alone
-from tests.server_harness import MODEL_ID, leaked_blocks, running_server, wait_until
+from tests.helpers import wait_until
+from tests.server_harness import MODEL_ID, leaked_blocks, running_server
 
 MAX_TOKENS = 16
 SYSTEM = {"role": "system", "content": "You are a concise assistant."}

@@ -8,7 +8,8 @@ import sys
 import httpx
 import pytest
 
-from tests.server_harness import MODEL_ID, leaked_blocks, running_server, serve_env, wait_until
+from tests.helpers import wait_until
+from tests.server_harness import MODEL_ID, leaked_blocks, running_server, serve_env
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

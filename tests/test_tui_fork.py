@@ -7,14 +7,14 @@ from textual.pilot import Pilot
 
 from engine.sessions import SessionStore
 from tests.reference import reference
-from tests.test_tui_app import capture_notifications, no_user_config, wait_for  # noqa: F401 (autouse)
+from tests.helpers import capture_notifications, wait_for
 from tui.agents import Agent
 from tui.app import BlockpoolApp
 from tui.settings import TuiSettings
 from tui.widgets.chat_message import ChatMessage
 
 MAX_TOKENS = 6
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 
 
 def shown(app: BlockpoolApp, agent: Agent) -> list[tuple[str, str]]:

@@ -6,46 +6,32 @@ that a restored agent's next turn continues from its adopted context.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 
 from engine import cli as engine_cli
 from engine.sessions import SessionStore
+from tests.helpers import make_app, wait_for
+from tests.scripted import scripted_app as make_scripted_app
 from tui import app as tui_app
 from tui.app import BlockpoolApp
 from tui.cli import parse_settings
-from tui.scripted import ScriptedEngine
 from tui.session_log import SessionLog
 from tui.settings import TuiSettings
 from tui.widgets import ChatMessage
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 REPLIES = ("one two three four",)
 
 
 @pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+def no_reexec(monkeypatch):
     monkeypatch.setenv("BLOCKPOOL_FAST_BLAS", "0")  # main() must not re-exec the test process
-    monkeypatch.delenv("BLOCKPOOL_DATA_DIR", raising=False)
 
 
 def scripted_app(db: Path, hold_after: dict[str, int] | None = None, **settings) -> BlockpoolApp:
-    def factory(progress, recorder):
-        return ScriptedEngine(replies=REPLIES, recorder=recorder, hold_after=hold_after)
-
-    return BlockpoolApp(TuiSettings(**{"agents": 2, **settings}), engine_factory=factory, store=SessionStore(db))
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        await pilot.pause(0.02)
+    return make_scripted_app(REPLIES, store=SessionStore(db), hold_after=hold_after, **settings)
 
 
 async def first_session(db: Path) -> None:
@@ -108,7 +94,7 @@ async def test_export_writes_the_shown_agents_markdown(tmp_path, monkeypatch):
         await app.send(agent, "hello")
         await wait_for(pilot, lambda: not agent.busy)
         await pilot.press("ctrl+e")
-        await pilot.pause()
+        await wait_for(pilot, lambda: (tmp_path / "agent 1.md").exists())
     text = (tmp_path / "agent 1.md").read_text()
     assert text.startswith("# agent 1\n")
     assert "## User\n\nhello" in text
@@ -141,9 +127,7 @@ def test_unwritable_data_folder_exits_2(tmp_path, capsys):
 
 async def test_resumed_agent_continues_from_its_context_on_the_real_model(tmp_path, default_model):
     def real_app(**settings) -> BlockpoolApp:
-        values = {"agents": 1, "blocks": 200, "max_tokens": 6, **settings}
-        return BlockpoolApp(TuiSettings(**values), loaded_model=default_model,
-                            store=SessionStore(tmp_path / "sessions.db"))
+        return make_app(default_model, store=SessionStore(tmp_path / "sessions.db"), agents=1, **settings)
 
     app = real_app()
     async with app.run_test() as pilot:

@@ -207,3 +207,17 @@ class ScriptedEngine:
 
     def _now(self, step: int | None = None) -> float:
         return START_TS + 0.1 * (step if step is not None else 0)
+
+
+def scripted_app(replies: Sequence[str], *, store=None, total_blocks: int = 320,
+                 hold_after: dict[str, int] | None = None, blas_notes: Sequence[str] | None = None, **settings):
+    """blockpool-tui over a ``ScriptedEngine`` (two agents unless told): for flows that do not
+    depend on what the model says, and for snapshots."""
+    from tui.app import BlockpoolApp
+    from tui.settings import TuiSettings
+
+    def factory(progress, recorder):
+        return ScriptedEngine(replies=replies, total_blocks=total_blocks, recorder=recorder, hold_after=hold_after)
+
+    return BlockpoolApp(TuiSettings(**{"agents": 2, **settings}), engine_factory=factory, store=store,
+                        blas_notes=blas_notes)
