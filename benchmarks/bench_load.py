@@ -20,7 +20,7 @@ from typing import Any
 from mlx_lm import stream_generate
 
 from common import base_parser, print_table, save
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.loading.gguf_convert import DTYPES, ensure_converted
 from engine.loading.loader import GEMMA_ALIAS, assembled_gemma_path, embedded_gguf_path, load_model
 

@@ -29,7 +29,7 @@ import httpx
 import openai
 
 from common import base_parser, print_table, ratio, save
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.loading.loader import embedded_model_dir
 
 TTFT_GOAL = 1.5

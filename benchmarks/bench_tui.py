@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from common import base_parser, load, print_table, save
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.sessions import SessionStore
 from telemetry import JsonlWriter, Recorder, read_events
 from telemetry.events import EngineStep

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import load_model
-from engine.experiments.report import machine_info, text_table, write_json
+from lab.report import machine_info, text_table, write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

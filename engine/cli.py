@@ -56,7 +56,7 @@ def context_list(text: str) -> list[int]:
 
 
 def cmd_exp005(args: argparse.Namespace) -> int:
-    from engine.experiments.exp005 import run_exp005
+    from lab.exp005 import run_exp005
 
     model, tokenizer = load(args.model, args.dtype)
     name = args.model or "embedded SmolLM2-135M-Instruct"
@@ -70,8 +70,8 @@ def cmd_exp005(args: argparse.Namespace) -> int:
 
 
 def cmd_exp006(args: argparse.Namespace) -> int:
-    from engine.experiments.exp006 import SyntheticShape, run_exp006
-    from engine.experiments.exp006_report import verdict, verdict_line
+    from lab.exp006 import SyntheticShape, run_exp006
+    from lab.exp006_report import plot_hint, verdict, verdict_line
 
     try:
         shape = SyntheticShape(n_layers=args.layers, n_kv_heads=args.kv_heads, head_dim=args.head_dim,
@@ -83,6 +83,8 @@ def cmd_exp006(args: argparse.Namespace) -> int:
     result = run_exp006(args.out, runs=args.runs, contexts=args.contexts, shape=shape,
                         concat_runs=args.concat_runs, warmup=args.warmup, kv_bits=args.kv_bits)
     print_artifacts(result.artifacts)
+    if (hint := plot_hint(result.artifacts)) is not None:
+        print(hint, file=sys.stderr)
     print(verdict_line(result).replace("**", ""))
     return 1 if args.strict and verdict(result.headline.gather) != "GO" else 0
 
@@ -96,7 +98,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.experiments.demo import run_demo
+    from lab.demo import run_demo
 
     model, tokenizer = load(args.model, args.dtype)
     with telemetry_recorder(args.telemetry_log) as recorder:

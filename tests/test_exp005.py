@@ -8,8 +8,8 @@ import json
 import pytest
 
 from engine import cli
-from engine.experiments import exp005
-from engine.experiments.exp005 import first_divergence, run_exp005
+from lab import exp005
+from lab.exp005 import first_divergence, run_exp005
 from telemetry import read_events
 
 
