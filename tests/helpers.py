@@ -86,3 +86,19 @@ def make_app(default_model, *, store=None, **settings) -> BlockpoolApp:
 
     values = {"agents": 2, "blocks": 200, "max_tokens": 6, **settings}
     return BlockpoolApp(TuiSettings(**values), loaded_model=default_model, store=store)
+
+
+def fail_first_call(monkeypatch, cls: type, name: str, error: Exception) -> list[int]:
+    """``cls.name`` raises ``error`` the first time it is called, then works; returns a list that
+    holds one item once it has failed."""
+    real = getattr(cls, name)
+    failures: list[int] = []
+
+    def failing_once(self, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, failing_once)
+    return failures

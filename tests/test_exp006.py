@@ -10,7 +10,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine import BlockPoolBatchEngine, cli
+from blockpool import cli
+from engine import BlockPoolBatchEngine
 from lab.exp006 import ContextResult, SyntheticShape, build_agent_blocks
 from lab.exp006_report import scaling_steps, verdict
 from pool import BlockPool

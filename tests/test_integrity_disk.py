@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine import BlockPoolBatchEngine
-from engine import cli as engine_cli
-from engine.sessions import SessionStore
+from blockpool import cli as engine_cli
+from frontend.sessions import SessionStore
 from pool import BlockPool
 from tui.app import BlockpoolApp
 from tui.session_log import SessionLog, open_store
@@ -103,7 +103,7 @@ async def test_a_damaged_database_is_moved_aside_and_the_app_starts_anew(default
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
-        await app.send(agent, "Hi")
+        await app.chats.send(agent, "Hi")
         await wait_for(pilot, lambda: not agent.busy)
     assert warning in shown
     assert [m.status for m in SessionStore(tmp_path / "sessions.db").messages(1)] == ["complete", "complete"]

@@ -82,10 +82,10 @@ async def test_app_chat_path_three_turns_hold_one_bos(gemma):
         agent = app.active_agent
         pane = app.pane(agent.agent_id)
         for n, user in enumerate(USER_TURNS, start=1):
-            await app.send(agent, user)
+            await app.chats.send(agent, user)
             assert agent.in_flight.continues == (n > 1)  # later turns continue the context
             await wait_for(pilot, lambda: not agent.busy and pane.reply_text is None, 120)  # drawn, too
-            context = app.worker.engine.agent_blocks(agent.agent_id).token_ids
+            context = app.owner.engine.agent_blocks(agent.agent_id).token_ids
             assert_one_bos_at_start(tokenizer, context)
             finished = app.recorder.events("request_finished")[-1]
             prompt_ids = context[: finished.cached_tokens + finished.prompt_tokens]

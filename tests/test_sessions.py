@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.sessions import SessionStore, SessionStoreError, export_markdown
+from frontend.sessions import SessionStore, SessionStoreError, export_markdown
 
 
 def test_round_trip_and_interrupted_reply(tmp_path):
@@ -66,7 +66,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     from engine import BlockPoolBatchEngine, load_model
-    from engine.sessions import SessionStore
+    from frontend.sessions import SessionStore
     from pool import BlockPool, ModelCacheSpec
 
     model, tokenizer = load_model()

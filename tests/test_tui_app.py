@@ -13,7 +13,8 @@ from pool import ModelCacheSpec
 from tests.blas_libraries import WRONG, build
 from tests.helpers import WAIT_S, capture_notifications, make_app, map_colours, send, wait_for
 from tui.app import BlockpoolApp
-from tui.messages import TokensGenerated
+from engine.owner_messages import TokensGenerated
+from tui.messages import EngineEvent
 from tui.screens import ConfirmScreen, TextPromptScreen
 from tui.settings import TuiSettings
 from tui.widgets import BlockMapPanel
@@ -23,12 +24,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 
 async def test_two_agents_stream_complete_and_closing_frees_blocks(default_model):
     app = make_app(default_model)
-    deltas: dict[str, int] = {}
+    deltas: dict[int, int] = {}  # request id -> steps that brought it text
 
     def count_deltas(message) -> None:
-        if isinstance(message, TokensGenerated):
-            for agent_id, text in message.text.items():
-                deltas[agent_id] = deltas.get(agent_id, 0) + bool(text)
+        if isinstance(message, EngineEvent) and isinstance(message.event, TokensGenerated):
+            for request_id, text in message.event.text.items():
+                deltas[request_id] = deltas.get(request_id, 0) + bool(text)
 
     async with app.run_test(size=(140, 40), message_hook=count_deltas) as pilot:
         await wait_for(pilot, lambda: app.ready)
@@ -38,7 +39,7 @@ async def test_two_agents_stream_complete_and_closing_frees_blocks(default_model
         await send(pilot, "Hello")
         await wait_for(pilot, lambda: not first.busy and not second.busy)
         # Both replies arrived token by token, not in one piece at the end.
-        assert deltas.get(first.agent_id, 0) >= 2 and deltas.get(second.agent_id, 0) >= 2, deltas
+        assert len(deltas) == 2 and all(count >= 2 for count in deltas.values()), deltas
         for agent, user_text in ((first, "Hi"), (second, "Hello")):
             assert agent.status == "idle"
             assert [t.role for t in agent.conversation.turns] == ["user", "assistant"]
@@ -84,7 +85,7 @@ async def test_the_engine_thread_wins_the_gil_back_within_half_a_millisecond(def
     CPython's default 5 ms switch interval a 30-block gather beside a busy UI took 5x as long."""
     import sys
 
-    from engine.owner import SWITCH_INTERVAL_S
+    from engine.owner_thread import SWITCH_INTERVAL_S
 
     previous = sys.getswitchinterval()
     sys.setswitchinterval(0.005)
@@ -127,7 +128,7 @@ async def test_cancel_mid_reply_keeps_the_context_consistent(default_model):
         await wait_for(pilot, lambda: not agent.busy)
         reply = agent.conversation.turns[-1].content
         assert 0 < len(reply.split()) < 150
-        engine = app.worker.engine
+        engine = app.owner.engine
         context_ids = engine.agent_blocks(agent.agent_id).token_ids
         assert engine.tokenizer.decode(context_ids) == agent.conversation.context_text
 
@@ -185,7 +186,7 @@ async def test_bad_input_never_loses_text_and_a_failed_reply_leaves_the_agent_us
         assert agent.status == "idle" and not agent.conversation.turns
 
         # Fits when sent, but the reply crosses 256 tokens and the pool has no second block per layer.
-        near_limit = prompt_of_tokens(app.worker.engine.tokenizer, 250)
+        near_limit = prompt_of_tokens(app.owner.engine.tokenizer, 250)
         pane.input.value = ""
         await send(pilot, near_limit)
         await wait_for(pilot, lambda: agent.status == "error")
@@ -218,7 +219,7 @@ async def test_pool_pressure_spills_an_idle_agent_and_its_chat_continues(default
         await wait_for(pilot, lambda: len(first.conversation.turns) == 4 and not first.busy)
         await wait_for(pilot, lambda: not first.spilled)
         assert first.status == "idle"
-        engine = app.worker.engine
+        engine = app.owner.engine
         context_ids = engine.agent_blocks(first.agent_id).token_ids
         assert engine.tokenizer.decode(context_ids) == first.conversation.context_text
         assert app.stats.telemetry.evictions >= 2
@@ -232,11 +233,11 @@ async def test_quitting_while_generating_stops_the_engine_thread(default_model):
         await send(pilot, "Tell me a long story.")
         await wait_for(pilot, lambda: agent.status == "generating")
         asked_s: list[float] = []  # time.time(), as telemetry stamps events
-        request_stop = app.worker.request_stop
-        app.worker.request_stop = lambda: (asked_s.append(time.time()), request_stop())  # type: ignore[method-assign]
+        request_stop = app.owner.request_stop
+        app.owner.request_stop = lambda: (asked_s.append(time.time()), request_stop())  # type: ignore[method-assign]
         await pilot.press("ctrl+q")
-    app.worker.join(timeout=WAIT_S)
-    assert not app.worker.is_alive()
+    app.owner.join(timeout=WAIT_S)
+    assert not app.owner.is_alive()
     # The step in flight finishes, then the thread stops: at most one more step begins (one that
     # was starting as the stop was asked), never the rest of the 200-token reply.
     steps = app.recorder.events("engine_step")

@@ -93,7 +93,7 @@ async def test_a_multi_line_paste_is_sent_whole_and_the_context_holds_every_line
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(agent.conversation.turns) == 2 and not agent.busy)
         assert agent.conversation.turns[0].content == CODE_PASTE
-        engine = app.worker.engine
+        engine = app.owner.engine
         context = engine.tokenizer.decode(engine.agent_blocks(agent.agent_id).token_ids)
         assert CODE_PASTE in context
 
@@ -163,7 +163,7 @@ async def test_refresh_rate_changes_live_and_panels_redraw_only_from_engine_stat
             """the engine idle, and its last stats drawn"""
             stats = app.stats
             return (app.ready and stats is not None and not stats.num_active and not stats.num_queued
-                    and not app._redraw_due)
+                    and not app.panels.redraw_due)
 
         await wait_for(pilot, drawn_idle)
         draws: list[float] = []
@@ -207,7 +207,7 @@ async def test_a_reply_that_ends_off_screen_is_rendered_when_its_chat_is_shown(d
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         first, second = list(app.roster)
-        await app.send(second, "Name a colour.")  # agent 1's chat stays on screen
+        await app.chats.send(second, "Name a colour.")  # agent 1's chat stays on screen
         await wait_for(pilot, lambda: len(second.conversation.turns) == 2 and not second.busy)
         reply = list(app.pane(second.agent_id).query(ChatMessage))[-1]
         assert not reply.drawn  # kept, not re-parsed while another chat is shown

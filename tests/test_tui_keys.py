@@ -59,14 +59,14 @@ async def test_message_to_a_busy_agent_is_queued_then_sent():
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
         pane = app.pane(agent.agent_id)
-        app.worker.engine.hold_after[agent.agent_id] = 3
+        app.owner.engine.hold_after[agent.agent_id] = 3
         pane.input.value = "first"
         await pilot.press("enter")
         await wait_for(pilot, lambda: agent.status == "generating")
         pane.input.value = "second"
         await pilot.press("enter")
         assert list(agent.pending) == ["second"] and pane.num_queued == 1 and pane.input.value == ""
-        app.worker.engine.hold_after.clear()
+        app.owner.engine.hold_after.clear()
         await wait_for(pilot, lambda: len(agent.conversation.turns) == 4 and not agent.busy)
         assert [t.content for t in agent.conversation.turns if t.role == "user"] == ["first", "second"]
         assert pane.num_queued == 0

@@ -14,9 +14,9 @@ from textual.widgets import Static
 
 from pool import ModelCacheSpec
 from tests.reference import reference
-from tests.remote_harness import mlx_lm_server, start_serve, stop
+from tests.remote_harness import mlx_lm_server
 from tests.helpers import map_colours, send, wait_for, wait_until
-from tests.server_harness import free_port, leaked_blocks
+from tests.server_harness import free_port, leaked_blocks, start_serve, stop
 from tui.app import BlockpoolApp
 from tui.remote.metrics_view import read_figures
 from tui.settings import TuiSettings

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli as engine_cli
-from engine.sessions import SessionStore
+from blockpool import cli as engine_cli
+from frontend.sessions import SessionStore
 from tests.helpers import make_app, wait_for
 from tests.scripted import scripted_app as make_scripted_app
-from tui import app as tui_app
+from tui import run as tui_run
 from tui.app import BlockpoolApp
 from tui.cli import parse_settings
 from tui.session_log import SessionLog
@@ -41,8 +41,8 @@ async def first_session(db: Path) -> None:
         await wait_for(pilot, lambda: app.ready)
         first, second = list(app.roster)
         app.sessions.agent_renamed(first.agent_id, "coder")
-        await app.send(first, "hello")
-        await app.send(second, "wait")
+        await app.chats.send(first, "hello")
+        await app.chats.send(second, "wait")
         await wait_for(pilot, lambda: not first.busy and second.status == "generating")
 
 
@@ -60,7 +60,7 @@ async def test_resume_restores_agents_transcripts_and_contexts(tmp_path):
         assert replies == ["complete", "interrupted"]
         assert len(app.pane(second.agent_id).query(ChatMessage)) == 2  # shown, marked interrupted
         await wait_for(pilot, lambda: app.stats.context_tokens.get(first.agent_id, 0) > 0)  # adopted
-        await app.send(first, "again")
+        await app.chats.send(first, "again")
         await wait_for(pilot, lambda: not first.busy)
         assert len(first.conversation.turns) == 4
     assert app.sessions.session_id == 1
@@ -91,7 +91,7 @@ async def test_export_writes_the_shown_agents_markdown(tmp_path, monkeypatch):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
-        await app.send(agent, "hello")
+        await app.chats.send(agent, "hello")
         await wait_for(pilot, lambda: not agent.busy)
         await pilot.press("ctrl+e")
         await wait_for(pilot, lambda: (tmp_path / "agent 1.md").exists())
@@ -120,7 +120,7 @@ def test_unwritable_data_folder_exits_2(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as exit_info:
-        tui_app.main(["--data-dir", str(blocker / "data")])
+        tui_run.main(["--data-dir", str(blocker / "data")])
     assert exit_info.value.code == 2
     assert "cannot open the session database" in capsys.readouterr().err
 
@@ -133,7 +133,7 @@ async def test_resumed_agent_continues_from_its_context_on_the_real_model(tmp_pa
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready, 120.0)
         agent = app.active_agent
-        await app.send(agent, "Say hi.")
+        await app.chats.send(agent, "Say hi.")
         await wait_for(pilot, lambda: not agent.busy, 120.0)
         first_tokens = agent.conversation.context_tokens
     assert first_tokens > 0
@@ -141,7 +141,7 @@ async def test_resumed_agent_continues_from_its_context_on_the_real_model(tmp_pa
     async with app.run_test() as pilot:
         agent = app.active_agent
         await wait_for(pilot, lambda: app.ready and agent.conversation.context_tokens == first_tokens, 120.0)
-        await app.send(agent, "Again.")
+        await app.chats.send(agent, "Again.")
         assert agent.in_flight is not None and agent.in_flight.continues  # only the new text is sent
         await wait_for(pilot, lambda: not agent.busy, 120.0)
         assert agent.conversation.context_tokens > first_tokens

@@ -55,12 +55,12 @@ def scripted_app(*, total_blocks: int = 320, agents: int = 2, replies: Sequence[
 async def settle(pilot: Pilot) -> None:
     """Wait for the engine to go idle and its last stats, then draw the panels once."""
     app: BlockpoolApp = pilot.app  # type: ignore[assignment]
-    engine = app.worker.engine
+    engine = app.owner.engine
 
     def final_stats() -> bool:
         """the engine idle and its stats of that moment taken in"""
         stats = app.stats
-        return (app.ready and not engine.has_work() and app.worker.commands.empty() and stats is not None
+        return (app.ready and not engine.has_work() and app.owner.inbox.empty() and stats is not None
                 and stats.pool == engine.pool.snapshot() and stats.telemetry == app.recorder.state())
 
     await wait_for(pilot, final_stats)
@@ -77,7 +77,7 @@ async def say(pilot: Pilot, agent_index: int, text: str, *, held_after: int | No
     app: BlockpoolApp = pilot.app  # type: ignore[assignment]
     agent = list(app.roster)[agent_index]
     pane = app.pane(agent.agent_id)
-    app.activate(agent.agent_id)
+    app.agent_tabs.activate(agent.agent_id)
     pane.input.value = text
     await pilot.press("enter")
     if held_after is None:
@@ -100,7 +100,7 @@ def test_two_agents_mid_conversation(snap_compare):
         await say(pilot, 1, "Hello there")
         app: BlockpoolApp = pilot.app  # type: ignore[assignment]
         second = list(app.roster)[1]
-        app.worker.engine.hold_after[second.agent_id] = 9  # the reply stops mid-stream
+        app.owner.engine.hold_after[second.agent_id] = 9  # the reply stops mid-stream
         await say(pilot, 1, "What about sliding windows?", held_after=9)
 
     assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=run_before)
