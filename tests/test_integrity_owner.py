@@ -74,7 +74,8 @@ class Driver(threading.Thread):
 
 
 def assert_accounted(engine: BlockPoolBatchEngine, agent_ids: set[str]) -> None:
-    held = sum(b.num_blocks() for a in agent_ids if (b := engine.agent_blocks(a)) is not None)
+    # A copy first (one C call, whole under the GIL): the driver thread adds to the set meanwhile.
+    held = sum(b.num_blocks() for a in list(agent_ids) if (b := engine.agent_blocks(a)) is not None)
     assert engine.pool.used_blocks() == held + engine.reserved_blocks(), (
         engine.pool.used_blocks(), held, engine.reserved_blocks())
     engine.pool.check_invariants()
