@@ -64,3 +64,20 @@ def gemma_spec(gemma):
     from pool import ModelCacheSpec
 
     return ModelCacheSpec.from_model(gemma[0])
+
+
+@pytest.fixture(scope="session")
+def server():
+    """One ``blockpool serve`` subprocess for the server API modules (started on first use)."""
+    from tests.server_harness import running_server
+
+    with running_server("--blocks", "1200", "--max-batch", "8", "--max-queue", "32") as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    """The official openai client on ``server``."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)

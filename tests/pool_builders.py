@@ -8,6 +8,14 @@ BT = 4
 PROMPT = list(range(10, 20))  # two full blocks and a partial one of two tokens
 
 
+def small_spec(n_layers: int = 4) -> ModelCacheSpec:
+    """Global layers of 4-token blocks, 2 KV heads of 8."""
+    return ModelCacheSpec(
+        n_layers=n_layers, n_kv_heads=2, head_dim=8, dtype="float16", block_tokens=4,
+        layer_types=("global",) * n_layers,
+    )
+
+
 def global_spec(n_layers: int = 2) -> ModelCacheSpec:
     return ModelCacheSpec(
         n_layers=n_layers, n_kv_heads=1, head_dim=2, dtype="float16", block_tokens=BT,
