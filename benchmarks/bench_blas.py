@@ -33,7 +33,7 @@ from engine.blas.choice import Choice, choose
 from engine.blas.environment import preload_vars, without_preload
 from engine.blas.measure import SHAPE, bundled_env, chosen_env, matmul_rate
 from engine.blas.probe import probe
-from engine.experiments.report import fmt, machine_info, write_json, write_text
+from lab.report import fmt, machine_info, write_json, write_text
 
 GOAL = 10.0
 HERE = Path(__file__).resolve().parent

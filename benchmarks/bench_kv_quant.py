@@ -23,7 +23,7 @@ import numpy as np
 
 from common import PROMPTS, base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine, Completion
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 
 BITS = (16, 8, 4)

@@ -20,9 +20,10 @@ from typing import Any
 from mlx_lm import stream_generate
 
 from common import base_parser, print_table, save
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.loading.gguf_convert import DTYPES, ensure_converted
 from engine.loading.loader import GEMMA_ALIAS, assembled_gemma_path, embedded_gguf_path, load_model
+from engine.loading.paths import DEFAULT_MODEL_NAME
 
 PROMPT = "The quick brown fox"
 
@@ -86,7 +87,7 @@ def main() -> None:
         os.environ["BLOCKPOOL_CACHE_DIR"] = cache  # cold conversions, the user cache untouched
         rows = measure(args.model, args.dtypes, 8 if args.quick else args.max_tokens, args.repeats)
     os_load = os.getloadavg()[0]  # other work on the machine skews tok/s: say how busy it was
-    model_name = args.model or "embedded SmolLM2-135M-Instruct"
+    model_name = args.model or f"embedded {DEFAULT_MODEL_NAME}"
     print_table(
         f"Loading {model_name}: {args.max_tokens} greedy tokens, load average {os_load:.1f}",
         ("dtype", "conversion s", "load s", "decode tok/s", "prefill tok/s", "peak GB"),

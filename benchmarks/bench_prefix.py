@@ -26,7 +26,7 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from common import base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.kv.spill import model_key
 from pool import BlockPool, ModelCacheSpec
 

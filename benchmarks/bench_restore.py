@@ -17,7 +17,7 @@ from pathlib import Path
 from bench_warm import TURN, engine_ttft, history_ids
 from common import base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 from telemetry import Recorder
 

@@ -29,7 +29,7 @@ import httpx
 import openai
 
 from common import base_parser, print_table, ratio, save
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.loading.loader import embedded_model_dir
 
 TTFT_GOAL = 1.5
@@ -180,7 +180,7 @@ def main() -> int:
     fast = [sys.executable, "-m", "engine.fastblas"]  # OpenBLAS for both servers
     results: dict[str, Any] = {}
     port = free_port()
-    ours = [sys.executable, "-m", "engine.cli", "serve", "--model", model_dir, "--served-model-name", "bench",
+    ours = [sys.executable, "-m", "blockpool", "serve", "--model", model_dir, "--served-model-name", "bench",
             "--port", str(port), "--max-batch", str(args.clients), "--kv-memory", args.kv_memory]
     print(f"blockpool serve on {model_dir} (load {load_average()})", flush=True)
     with server(ours, port, env) as url:

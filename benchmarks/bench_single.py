@@ -17,7 +17,7 @@ from mlx_lm import stream_generate
 
 from common import PROMPTS, RunTiming, base_parser, decode_rate, load, print_table, ratio, save, timing_dict
 from engine import BlockPoolBatchEngine
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 
 GOAL = 1.0

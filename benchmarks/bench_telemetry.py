@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import PROMPTS, base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 from telemetry import JsonlWriter, Recorder, latency_stats
 from telemetry.events import EngineStep

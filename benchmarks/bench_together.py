@@ -25,7 +25,7 @@ from mlx_lm.generate import BatchGenerator
 from bench_prefix import question_ids, system_ids
 from common import base_parser, load, print_table, ratio, save
 from engine import BlockPoolBatchEngine
-from engine.experiments.report import fmt
+from lab.report import fmt
 from engine.kv.spill import model_key
 from pool import BlockPool, ModelCacheSpec
 

@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 
 from common import base_parser, load, print_table, save
-from engine.experiments.report import fmt
-from engine.sessions import SessionStore
+from lab.report import fmt
+from frontend.sessions import SessionStore
 from telemetry import JsonlWriter, Recorder, read_events
 from telemetry.events import EngineStep
 from tui.chat import Conversation, plan_turn
-from tui.engine_factory import engine_factory
-from tui.session_log import DEFAULT_MODEL_NAME
+from engine.factory import engine_factory
+from engine.loading.paths import DEFAULT_MODEL_NAME
 from tui.settings import TuiSettings
 
 SIZE = (140, 40)  # columns, rows
@@ -74,7 +74,7 @@ def headless_tok_s(model_tok: tuple, settings: TuiSettings, prompt: str) -> floa
     with tempfile.TemporaryDirectory() as tmp:
         # The same telemetry as the app: a recorder writing every event to a JSONL log.
         log = JsonlWriter(Path(tmp) / "telemetry.jsonl").attach(recorder)
-        engine = engine_factory(settings, loaded_model=model_tok)(lambda text, fraction: None, recorder)
+        engine = engine_factory(settings.engine_config(), loaded_model=model_tok)(lambda text, fraction: None, recorder)
         render = lambda messages, gen: engine.tokenizer.apply_chat_template(  # noqa: E731
             messages, add_generation_prompt=gen, tokenize=False)
         for i in range(settings.agents):

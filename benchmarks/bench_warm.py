@@ -28,7 +28,7 @@ from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
 from common import base_parser, load, print_table, ratio, save
 from engine import BlockPoolBatchEngine
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 
 GOAL_WARM, GOAL_COLD_OVER_WARM = 1.00, 50.0

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import load_model
-from engine.experiments.report import machine_info, text_table, write_json
+from engine.loading.paths import DEFAULT_MODEL_NAME
+from lab.report import machine_info, text_table, write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -42,7 +43,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def load(name: str | None) -> tuple[Any, Any]:
     tic = time.perf_counter()
     model, tokenizer = load_model(name)
-    print(f"model {name or 'embedded SmolLM2-135M-Instruct'} loaded in {time.perf_counter() - tic:.1f} s")
+    print(f"model {name or 'embedded ' + DEFAULT_MODEL_NAME} loaded in {time.perf_counter() - tic:.1f} s")
     return model, tokenizer
 
 

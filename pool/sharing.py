@@ -1,22 +1,42 @@
 """Operations on whole contexts that share blocks: fork, prefix hits, copy-on-write, hashing.
 
-Built on the pool's public primitives (allocate, free, hold, register_hash);
-BlockPool's methods of the same names run these under its lock.
+Built on the pool's public primitives (allocate, free, hold, register_hash), named by
+``SharingPool``; BlockPool's methods of the same names run these under its lock. This
+module never imports ``pool.block_pool``: the dependency runs one way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pool.agent_blocks import AgentBlocks
 from pool.block import Block
 from pool.errors import PoolExhausted
+from pool.prefix_hash import BlockHasher
 from pool.prefix_index import PrefixMatch
+from pool.spec import ModelCacheSpec
 
-if TYPE_CHECKING:
-    from pool.block_pool import BlockPool
+
+class SharingPool(Protocol):
+    """The pool primitives whole-context operations are built on (``BlockPool`` has them all)."""
+
+    spec: ModelCacheSpec
+    hasher: BlockHasher
+
+    @property
+    def total_blocks(self) -> int: ...
+    def block(self, block_id: int) -> Block: ...
+    def free_blocks(self) -> int: ...
+    def agent_block_count(self, agent_id: str) -> int: ...
+    def holds(self, agent_id: str, block: Block) -> bool: ...
+    def can_allocate(self, n_blocks: int) -> bool: ...
+    def allocate(self, n_blocks: int, layer_id: int, agent_id: str) -> list[Block]: ...
+    def free(self, blocks: Iterable[Block], agent_id: str | None = None) -> int: ...
+    def hold(self, blocks: Iterable[Block], agent_id: str) -> int: ...
+    def register_hash(self, block: Block, block_hash: int) -> Block: ...
+    def forget_hash(self, block: Block) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +47,7 @@ class RegisterStats:
     num_deduplicated: int  # blocks swapped for an existing block with the same content
 
 
-def fork(pool: BlockPool, source: AgentBlocks, new_agent_id: str) -> AgentBlocks:
+def fork(pool: SharingPool, source: AgentBlocks, new_agent_id: str) -> AgentBlocks:
     """A new agent holding every block of `source` (references +1, nothing copied)."""
     if new_agent_id == source.agent_id:
         raise ValueError(f"cannot fork agent {new_agent_id!r} into itself")
@@ -51,7 +71,7 @@ def fork(pool: BlockPool, source: AgentBlocks, new_agent_id: str) -> AgentBlocks
     return forked
 
 
-def acquire_prefix(pool: BlockPool, agent_id: str, match: PrefixMatch) -> AgentBlocks:
+def acquire_prefix(pool: SharingPool, agent_id: str, match: PrefixMatch) -> AgentBlocks:
     """A new context for `agent_id` holding the blocks of `match` (cached ones revived)."""
     per_layer = [
         [_matched_block(pool, match, layer_id, block_id) for block_id in block_ids]
@@ -65,7 +85,7 @@ def acquire_prefix(pool: BlockPool, agent_id: str, match: PrefixMatch) -> AgentB
     return agent
 
 
-def _matched_block(pool: BlockPool, match: PrefixMatch, layer_id: int, block_id: int) -> Block:
+def _matched_block(pool: SharingPool, match: PrefixMatch, layer_id: int, block_id: int) -> Block:
     block = pool.block(block_id)
     bt = pool.spec.block_tokens
     index = None if block.token_start is None else block.token_start // bt
@@ -84,7 +104,7 @@ def _matched_block(pool: BlockPool, match: PrefixMatch, layer_id: int, block_id:
 
 
 def copy_on_write(
-    pool: BlockPool, agent: AgentBlocks, blocks: Iterable[Block] | None = None
+    pool: SharingPool, agent: AgentBlocks, blocks: Iterable[Block] | None = None
 ) -> list[tuple[int, int]]:
     """Make `blocks` (default: each layer's partial last block) writable for `agent`.
 
@@ -120,7 +140,7 @@ def _last_partial_blocks(agent: AgentBlocks) -> list[Block]:
 
 
 def register_full_blocks(
-    pool: BlockPool, agent: AgentBlocks, layer_ids: Iterable[int] | None = None
+    pool: SharingPool, agent: AgentBlocks, layer_ids: Iterable[int] | None = None
 ) -> RegisterStats:
     """Hash the agent's full, block-aligned, unhashed blocks (after their K/V is written).
 

@@ -1,21 +1,26 @@
-"""The asyncio side of the engine thread: admission, submit, and one stream per request."""
+"""The asyncio side of the engine link: admission, submit, and one stream per request."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from .engine_thread import EngineThread
+from engine.owner_messages import Drop, Inspect, RequestAccepted, RequestRefused, Submit
+from engine.owner_thread import EngineOwner
+
+from .engine_link import EngineLink, Route, StreamEvent
 from .errors import APIError
-from .jobs import Drop, Finished, Inspect, Job, JobEvent, Rejected, Started, Submit, TextChunk
+from .jobs import Finished, TextChunk
 
 DISCONNECT_POLL_S = 0.5
 RETRY_AFTER_S = 1
+# How the owner thread's refusals reach the client: (HTTP status, OpenAI error code).
+REFUSALS = {"invalid": (400, "invalid_request"), "context_gone": (400, "invalid_request"),
+            "internal": (500, "internal_error")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,70 +33,94 @@ class Sampling:
 
 
 class EngineClient:
-    """Talks to the engine thread for the routes; lives on the event loop's thread."""
+    """Talks to the owner thread for the routes; lives on the event loop's thread.
 
-    def __init__(self, thread: EngineThread, *, capacity: int) -> None:
-        self.thread = thread
+    ``max_context_blocks``: the pool's size, so a prompt larger than it is refused (400)
+    before it reaches the engine; ``blocks_for_context`` counts a context's blocks.
+    """
+
+    def __init__(self, link: EngineLink, *, capacity: int, blocks_for_context: Callable[[int], int],
+                 max_context_blocks: int) -> None:
+        self.link = link
         self.capacity = capacity  # requests running or waiting at once; more get 429
         self.in_flight = 0  # changed on the event loop's thread only
-        self._job_ids = itertools.count(1)
+        self._blocks_for_context = blocks_for_context
+        self._max_context_blocks = max_context_blocks
+
+    @property
+    def owner(self) -> EngineOwner:
+        return self.link.owner
+
+    def alive(self) -> bool:
+        return self.owner.is_alive()
 
     async def start(self, prompt_ids: list[int], sampling: Sampling) -> Stream:
         """Submit a request and wait until the engine took it (or refused it: APIError)."""
-        if not self.thread.is_alive():
-            raise APIError(503, "the engine thread is not running; see the server log", code="engine_down")
+        self._check_alive()
         if self.in_flight >= self.capacity:
             raise APIError(429, f"{self.in_flight} requests are running or waiting, the limit (--max-queue plus "
                                 f"the batch) is {self.capacity}; retry in {RETRY_AFTER_S} s",
                            code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
+        self._check_fits(len(prompt_ids))
         stream = Stream(self, tuple(prompt_ids), sampling, asyncio.get_running_loop())
         try:
             first = await stream.next_event()
         except BaseException:  # the client went away before the engine answered
             stream.close()
             raise
-        if isinstance(first, Rejected):
-            raise APIError(first.status, first.message, param="messages", code=first.code)
-        assert isinstance(first, Started)
-        stream.started = first
+        if isinstance(first, RequestRefused):
+            status, code = REFUSALS[first.reason]
+            message = first.error if status < 500 else "the server failed to start this request; see the server log"
+            raise APIError(status, message, param="messages", code=code)
+        assert isinstance(first, RequestAccepted)
+        stream.accepted = first
         return stream
 
-    def next_job_id(self) -> int:
-        return next(self._job_ids)
-
-    async def inspect(self, fn: Callable[[EngineThread], Any]) -> Any:
-        """``fn(thread)`` run on the engine thread between steps."""
-        if not self.thread.is_alive():
-            raise APIError(503, "the engine thread is not running; see the server log", code="engine_down")
+    async def inspect(self, fn: Callable[[EngineOwner], Any]) -> Any:
+        """``fn(owner)`` run on the owner thread between steps."""
+        self._check_alive()
         future: Future = Future()
-        self.thread.send(Inspect(fn, future))
+        self.owner.send(Inspect(fn, future))
         return await asyncio.wrap_future(future)
+
+    def _check_alive(self) -> None:
+        if not self.alive():
+            raise APIError(503, "the engine thread is not running; see the server log", code="engine_down")
+
+    def _check_fits(self, prompt_tokens: int) -> None:
+        needed = self._blocks_for_context(prompt_tokens + 1)
+        if needed > self._max_context_blocks:
+            raise APIError(400, f"the prompt has {prompt_tokens} tokens, which need {needed} KV blocks, but the "
+                                f"whole pool has {self._max_context_blocks}; shorten the messages or start the "
+                                "server with a larger --kv-memory", param="messages", code="context_length_exceeded")
 
 
 class Stream:
     """One request's text chunks, then its ``Finished``; ``close()`` drops it if unfinished.
 
-    Its admission slot comes back exactly once: when the engine finishes or refuses the job,
-    or when the reader closes early, even if the reader never started reading.
+    Its admission slot comes back exactly once: when the engine finishes or refuses the
+    request, or when the reader closes early, even if the reader never started reading.
     """
 
     def __init__(self, client: EngineClient, prompt_ids: tuple[int, ...], sampling: Sampling,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
-        self.job = Job(client.next_job_id(), prompt_ids, sampling.max_tokens, sampling.temperature, sampling.top_p,
-                       sampling.stop, sampling.seed, time.monotonic(),
-                       lambda event: loop.call_soon_threadsafe(self._deliver, event))
-        self.started = Started(len(prompt_ids), 0)
+        self.request_id = client.owner.new_request_id()
+        self.accepted = RequestAccepted(self.request_id, "", 0)
         self.finished: Finished | None = None
-        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._events: asyncio.Queue[StreamEvent] = asyncio.Queue()
         self._settled = False
         client.in_flight += 1
-        client.thread.send(Submit(self.job))
+        route = Route(lambda event: loop.call_soon_threadsafe(self._deliver, event), len(prompt_ids),
+                      time.monotonic())
+        client.link.open(self.request_id, route)
+        client.owner.send(Submit(self.request_id, prompt_ids, sampling.max_tokens, temperature=sampling.temperature,
+                                 top_p=sampling.top_p, stop=sampling.stop, seed=sampling.seed))
 
-    def _deliver(self, event: JobEvent) -> None:
-        """On the event loop: queue an event from the engine thread; its last one frees the slot."""
+    def _deliver(self, event: StreamEvent) -> None:
+        """On the event loop: queue an event from the owner thread; its last one frees the slot."""
         self._events.put_nowait(event)
-        if isinstance(event, Finished | Rejected):
+        if isinstance(event, Finished | RequestRefused):
             self._settle()
 
     def _settle(self) -> None:
@@ -99,7 +128,7 @@ class Stream:
             self._settled = True
             self.client.in_flight -= 1
 
-    async def next_event(self) -> JobEvent:
+    async def next_event(self) -> StreamEvent:
         return await self._events.get()
 
     async def events(self, disconnected: Callable[[], Awaitable[bool]] | None = None,
@@ -117,7 +146,7 @@ class Stream:
         finally:
             self.close()
 
-    async def _next(self, disconnected: Callable[[], Awaitable[bool]] | None) -> JobEvent | None:
+    async def _next(self, disconnected: Callable[[], Awaitable[bool]] | None) -> StreamEvent | None:
         if disconnected is None:
             return await self.next_event()
         getter = asyncio.ensure_future(self._events.get())
@@ -132,7 +161,8 @@ class Stream:
             getter.cancel()
 
     def close(self) -> None:
-        """The reader is done: a job the engine has not finished is dropped (its blocks freed)."""
+        """The reader is done: a request the engine has not finished is dropped (its blocks freed)."""
         if not self._settled:
-            self.client.thread.send(Drop(self.job.job_id))
+            self.client.link.close(self.request_id)
+            self.client.owner.send(Drop(self.request_id))
             self._settle()

@@ -1,32 +1,13 @@
-"""What crosses between the HTTP routes (asyncio) and the engine thread.
+"""What a request's stream receives from the engine link, besides the owner thread's
+``RequestAccepted`` / ``RequestRefused``: its text, one step at a time, then its end.
 
-A route builds a ``Job`` and puts ``Submit`` on the engine thread's inbox; the thread
-answers through the job's ``sink`` with ``Started`` or ``Rejected``, then ``TextChunk``s
-(one per step at most) and one ``Finished``. Frozen dataclasses: safe to hand over.
+Frozen dataclasses: safe to hand from the owner thread to the event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Literal
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    prompt_tokens: int
-    cached_tokens: int
-    agent_id: str | None = None  # the engine agent (conversation) running the request: its blocks' owner
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """The engine refused the request before it ran (a 4xx for the client)."""
-
-    message: str
-    status: int
-    code: str
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,52 +18,12 @@ class TextChunk:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
+    """The reply's end. ``prompt_tokens``: the whole prompt; ``cached_tokens``: those served
+    from blocks (a continued conversation or a prefix hit)."""
+
     text: str
     finish_reason: Literal["stop", "length", "cancelled", "error"]
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
     error: str | None = None
-
-
-JobEvent = Started | Rejected | TextChunk | Finished
-Sink = Callable[[JobEvent], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    job_id: int
-    prompt_ids: tuple[int, ...]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: tuple[str, ...]
-    seed: int | None
-    arrived_s: float  # time.monotonic() when the request came in (TTFT counts from here, like vLLM)
-    sink: Sink
-
-
-# -- commands to the engine thread ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Submit:
-    job: Job
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """The client went away: stop the job and free its agent's blocks."""
-
-    job_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Inspect:
-    """Run ``fn(engine_thread)`` between steps and put its answer in ``future`` (snapshots, stats)."""
-
-    fn: Callable[[Any], Any]
-    future: Future
-
-
-Command = Submit | Drop | Inspect

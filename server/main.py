@@ -1,24 +1,26 @@
-"""Start ``blockpool serve``: build the engine on its thread, then serve HTTP with uvicorn."""
+"""Start ``blockpool serve``: build the engine on its owner thread, then serve HTTP with uvicorn."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import uvicorn
 
-from telemetry import Recorder
+from engine.factory import engine_factory
+from engine.loading.gguf_convert import print_progress
 
 from .app import create_app
 from .client import EngineClient
-from .engine_thread import EngineFactory, EngineThread
+from .engine_link import EngineLink
 from .event_hub import EventHub
 from .metrics import ServerMetrics
 from .settings import ServeSettings
 from .state import ServeState
 
-DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+if TYPE_CHECKING:
+    from engine.batch_engine import BlockPoolBatchEngine
 
 
 class ServeError(Exception):
@@ -26,44 +28,39 @@ class ServeError(Exception):
 
 
 def model_id(settings: ServeSettings) -> str:
-    return settings.served_model_name or settings.model or DEFAULT_MODEL_ID
+    return settings.served_model_name or settings.model_name
 
 
-def engine_factory(settings: ServeSettings) -> EngineFactory:
-    def build(recorder: Recorder) -> Any:
-        import engine  # MLX loads here, on the engine thread
-        from pool import BlockPool, ModelCacheSpec
+def start_engine(settings: ServeSettings, *, loaded_model=None) -> tuple[EngineLink, EventHub]:
+    """The owner thread, started and its engine ready; raises ServeError when the engine cannot be built.
 
-        model, tokenizer = engine.load_model(settings.model)
-        spec = ModelCacheSpec.from_model(model, kv_bits=settings.kv_bits)
-        if settings.blocks is not None:
-            pool = BlockPool(spec, settings.blocks)
-        else:
-            pool = BlockPool.from_memory_budget(spec, settings.kv_memory_bytes)
-        return engine.BlockPoolBatchEngine(model, tokenizer, pool, spec, max_batch_size=settings.max_batch,
-                                           recorder=recorder)
-
-    return build
-
-
-def start_engine(settings: ServeSettings) -> tuple[EngineThread, EventHub]:
-    """The engine thread, started and ready; raises ServeError when the engine cannot be built."""
+    ``loaded_model``: (model, tokenizer) already in memory (tests), else ``settings.model`` loads."""
     hub = EventHub()
-    thread = EngineThread(factory=engine_factory(settings), metrics=ServerMetrics(model_id(settings)),
-                          max_conversations=settings.max_conversations, on_events=hub.from_engine)
-    thread.start()
-    thread.ready.wait()
-    if thread.error is not None:
-        raise ServeError(f"cannot start the engine: {thread.error}")
-    return thread, hub
+    factory = engine_factory(settings.engine_config(max_batch_size=settings.max_batch), loaded_model=loaded_model)
+    link = EngineLink(factory=factory, metrics=ServerMetrics(model_id(settings)),
+                      max_conversations=settings.max_conversations, on_events=hub.from_engine,
+                      on_loading=print_progress)
+    link.start()
+    link.ready.wait()
+    if link.error is not None:
+        raise ServeError(f"cannot start the engine: {link.error}")
+    return link, hub
+
+
+def serve_state(settings: ServeSettings, link: EngineLink, hub: EventHub) -> ServeState:
+    """What the routes share, over a started engine link."""
+    engine = cast("BlockPoolBatchEngine", link.owner.engine)
+    client = EngineClient(link, capacity=settings.max_batch + settings.max_queue,
+                          blocks_for_context=engine.spec.blocks_for_context,
+                          max_context_blocks=engine.pool.total_blocks)
+    return ServeState(settings=settings, model_id=model_id(settings), tokenizer=engine.tokenizer, client=client,
+                      hub=hub, created=int(time.time()))
 
 
 def serve(settings: ServeSettings) -> int:
-    thread, hub = start_engine(settings)
-    pool = thread.engine.pool
-    client = EngineClient(thread, capacity=settings.max_batch + settings.max_queue)
-    state = ServeState(settings=settings, model_id=model_id(settings), tokenizer=thread.engine.tokenizer,
-                       client=client, hub=hub, created=int(time.time()))
+    link, hub = start_engine(settings)
+    state = serve_state(settings, link, hub)
+    pool = cast("BlockPoolBatchEngine", link.owner.engine).pool
     print(f"blockpool serve: {state.model_id} · {pool.total_blocks} blocks × {pool.spec.block_tokens} tok · "
           f"batch {settings.max_batch} · queue {settings.max_queue}"
           f"{' · API key required' if settings.api_key else ''}", file=sys.stderr, flush=True)
@@ -72,5 +69,5 @@ def serve(settings: ServeSettings) -> int:
     try:
         uvicorn.Server(config).run()
     finally:
-        thread.stop()
+        link.owner.stop(timeout_s=5.0)
     return 0

@@ -1,14 +1,18 @@
-"""What ``GET /v1/pool`` answers: who holds which block of which layer, read on the engine thread."""
+"""What ``GET /v1/pool`` answers: who holds which block of which layer, read on the owner thread."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import BaseModel
 
+from engine.owner_thread import EngineOwner
 from engine.reporting import pool_snapshot_event
 from telemetry import PoolSnapshotEvent
+
+if TYPE_CHECKING:
+    from engine.batch_engine import BlockPoolBatchEngine
 
 AgentState = Literal["running", "idle", "spilled", "closing"]
 
@@ -36,13 +40,13 @@ class PoolView(BaseModel):
     blocks: list[tuple[int, int, str, int | None, int]]
 
 
-def pool_view(thread: Any) -> PoolView:
-    """Run by the engine thread between steps (``Inspect``)."""
-    engine = thread.engine
+def pool_view(owner: EngineOwner) -> PoolView:
+    """Run by the owner thread between steps (``Inspect``)."""
+    engine = cast("BlockPoolBatchEngine", owner.engine)
     snap = engine.pool.snapshot()
     held = Counter(info.agent_id for info in snap.blocks)
-    running = {r.agent_id for r in thread.running.values()}
-    idle = set(thread.table.idle_agents())
+    running = owner.requests.running_agent_ids()
+    idle = set(owner.requests.conversations.idle_agents())
     spilled = engine.spilled_agents()
     agents = []
     for agent_id in sorted(running | idle | spilled | set(held)):
@@ -67,12 +71,7 @@ def _state(agent_id: str, running: set[str], idle: set[str], spilled: set[str]) 
     return "idle" if agent_id in idle else "closing"
 
 
-def pool_event(thread: Any) -> PoolSnapshotEvent:
+def pool_event(owner: EngineOwner) -> PoolSnapshotEvent:
     """A ``pool_snapshot`` telemetry event of now: the first message of each /v1/events stream."""
-    return pool_snapshot_event(thread.engine.pool)
-
-
-def scrape(thread: Any) -> bytes:
-    """The /metrics body, with the pool figures refreshed first."""
-    thread.publish_pool_stats()
-    return thread.metrics.render()
+    engine = cast("BlockPoolBatchEngine", owner.engine)
+    return pool_snapshot_event(engine.pool)

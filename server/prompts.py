@@ -13,22 +13,22 @@ from typing import Any
 
 from jinja2 import TemplateError
 
+from engine.protocol import ChatTokenizer, render_chat
+
 from .errors import APIError
-from .schemas import ChatMessage
+from .schemas import RequestMessage
 
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 
 
-def chat_prompt_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[int]:
-    return encode_text(tokenizer, render_chat(tokenizer, messages))
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[RequestMessage]) -> list[int]:
+    return encode_text(tokenizer, render_messages(tokenizer, messages))
 
 
-def render_chat(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
+def render_messages(tokenizer: ChatTokenizer, messages: Sequence[RequestMessage]) -> str:
     turns = [{"role": ROLE_ALIASES.get(m.role, m.role), "content": m.text()} for m in messages]
-    if not getattr(tokenizer, "has_chat_template", False):
-        return "".join(f"{t['role'].capitalize()}: {t['content']}\n\n" for t in turns) + "Assistant:"
     try:
-        return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+        return render_chat(tokenizer, turns, True)
     except TemplateError as exc:  # e.g. "roles must alternate user/assistant"
         raise APIError(400, f"the model's chat template refused these messages: {exc}", param="messages",
                        code="invalid_messages") from exc

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from .errors import APIError, error_body
-from .jobs import Finished, Started, TextChunk
+from .jobs import Finished, TextChunk
 from .schemas import (
     AssistantMessage,
     ChatChoice,
@@ -47,7 +47,7 @@ def finish_reason(done: Finished) -> Literal["stop", "length"]:
     return "length" if done.finish_reason == "length" else "stop"
 
 
-def chat_completion(model: str, started: Started, done: Finished) -> ChatCompletion:
+def chat_completion(model: str, done: Finished) -> ChatCompletion:
     return ChatCompletion(
         id=new_id("chatcmpl"), created=int(time.time()), model=model,
         choices=[ChatChoice(message=AssistantMessage(content=done.text), finish_reason=finish_reason(done))],
@@ -55,7 +55,7 @@ def chat_completion(model: str, started: Started, done: Finished) -> ChatComplet
     )
 
 
-def text_completion(model: str, started: Started, done: Finished) -> TextCompletion:
+def text_completion(model: str, done: Finished) -> TextCompletion:
     return TextCompletion(
         id=new_id("cmpl"), created=int(time.time()), model=model,
         choices=[TextChoice(text=done.text, finish_reason=finish_reason(done))],
@@ -68,7 +68,7 @@ def sse(payload: BaseModel) -> str:
     return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"
 
 
-async def chat_stream(model: str, started: Started, events: AsyncIterator[TextChunk | Finished], *,
+async def chat_stream(model: str, events: AsyncIterator[TextChunk | Finished], *,
                       include_usage: bool) -> AsyncIterator[str]:
     """Chunks as OpenAI streams them: the role, the text pieces, the finish reason, usage, ``[DONE]``."""
     frame_id = new_id("chatcmpl")
@@ -85,7 +85,7 @@ async def chat_stream(model: str, started: Started, events: AsyncIterator[TextCh
     yield DONE
 
 
-async def text_stream(model: str, started: Started, events: AsyncIterator[TextChunk | Finished], *,
+async def text_stream(model: str, events: AsyncIterator[TextChunk | Finished], *,
                       include_usage: bool) -> AsyncIterator[str]:
     frame_id = new_id("cmpl")
     frame = _framer(lambda choices, use: TextCompletion(

@@ -51,10 +51,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     prompt_ids = await run_in_threadpool(chat_prompt_ids, state.tokenizer, body.messages)
     stream = await state.client.start(prompt_ids, sampling)
     if body.stream:
-        frames = chat_stream(state.model_id, stream.started, stream.events(), include_usage=body.include_usage)
+        frames = chat_stream(state.model_id, stream.events(), include_usage=body.include_usage)
         return _sse(frames, stream)
     done = await _collect(stream, request)
-    return chat_completion(state.model_id, stream.started, done) if done else Response(status_code=CLIENT_GONE)
+    return chat_completion(state.model_id, done) if done else Response(status_code=CLIENT_GONE)
 
 
 @router.post("/v1/completions", response_model=TextCompletion, responses={**ERRORS, **STREAMED})
@@ -64,10 +64,10 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
     prompt_ids = await run_in_threadpool(completion_prompt_ids, state.tokenizer, body.prompt)
     stream = await state.client.start(prompt_ids, sampling)
     if body.stream:
-        frames = text_stream(state.model_id, stream.started, stream.events(), include_usage=body.include_usage)
+        frames = text_stream(state.model_id, stream.events(), include_usage=body.include_usage)
         return _sse(frames, stream)
     done = await _collect(stream, request)
-    return text_completion(state.model_id, stream.started, done) if done else Response(status_code=CLIENT_GONE)
+    return text_completion(state.model_id, done) if done else Response(status_code=CLIENT_GONE)
 
 
 @router.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401]})
@@ -90,5 +90,4 @@ def _sse(frames: Any, stream: Stream) -> StreamingResponse:
 
 
 def _conversation(stream: Stream) -> dict[str, str]:
-    agent_id = stream.started.agent_id
-    return {CONVERSATION_HEADER: agent_id} if agent_id is not None else {}
+    return {CONVERSATION_HEADER: stream.accepted.agent_id}

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from telemetry import Event
 
-from .pool_view import PoolView, pool_event, pool_view, scrape
+from .pool_view import PoolView, pool_event, pool_view
 from .schemas import ErrorResponse, Health
 from .state import ServeState, serve_state
 
@@ -24,7 +24,7 @@ UNAUTHORIZED = {401: {"model": ErrorResponse, "description": "missing or wrong A
 
 @router.get("/health", response_model=Health, responses={503: {"model": ErrorResponse}})
 async def health(state: State) -> Response:
-    if not state.client.thread.is_alive():
+    if not state.client.alive():
         return JSONResponse({"error": {"message": "the engine thread stopped; see the server log",
                                        "type": "server_error", "param": None, "code": "engine_down"}}, 503)
     return JSONResponse(Health(model=state.model_id).model_dump())
@@ -33,7 +33,7 @@ async def health(state: State) -> Response:
 @router.get("/metrics", response_class=Response, responses={
     200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}, **UNAUTHORIZED})
 async def metrics(state: State) -> Response:
-    return Response(await state.client.inspect(scrape), media_type=CONTENT_TYPE_LATEST)
+    return Response(await state.client.inspect(state.client.link.scrape), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/pool", response_model=PoolView, responses=UNAUTHORIZED)

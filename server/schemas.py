@@ -23,7 +23,7 @@ class TextPart(_Request):
     text: str
 
 
-class ChatMessage(_Request):
+class RequestMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
@@ -67,7 +67,7 @@ class _Sampling(_Request):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[RequestMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="wins over max_tokens")
 
     def requested_max_tokens(self) -> int | None:

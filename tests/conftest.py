@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
@@ -17,6 +16,16 @@ def pytest_configure(config: pytest.Config) -> None:
             "(which preloads OpenBLAS) for ~10x faster prefill",
             stacklevel=1,
         )
+
+
+@pytest.fixture
+def no_user_config(monkeypatch, tmp_path):
+    """No config file, and none of the app's settings from the environment (``BLOCKPOOL_<NAME>``)."""
+    from tui.settings import TuiSettings
+
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+    for name in TuiSettings.model_fields:
+        monkeypatch.delenv(f"BLOCKPOOL_{name.upper()}", raising=False)
 
 
 @pytest.fixture
@@ -55,3 +64,20 @@ def gemma_spec(gemma):
     from pool import ModelCacheSpec
 
     return ModelCacheSpec.from_model(gemma[0])
+
+
+@pytest.fixture(scope="session")
+def server():
+    """One ``blockpool serve`` subprocess for the server API modules (started on first use)."""
+    from tests.server_harness import running_server
+
+    with running_server("--blocks", "1200", "--max-batch", "8", "--max-queue", "32") as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    """The official openai client on ``server``."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)

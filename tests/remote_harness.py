@@ -1,5 +1,5 @@
-"""Servers for the TUI's ``--server`` tests: ``blockpool serve`` on a port that a restart can reuse,
-and a real ``mlx_lm.server`` on the same converted model folder (offline)."""
+"""A real ``mlx_lm.server`` on the embedded model's converted folder (offline), for the TUI's
+``--server`` tests (``blockpool serve`` comes from ``tests.server_harness``)."""
 
 from __future__ import annotations
 
@@ -11,31 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.server_harness import ServerProcess, _wait_healthy, serve_env
-
-
-def start_serve(port: int, *args: str) -> ServerProcess:
-    """``blockpool serve ARGS`` on ``port``, answering /health; the caller stops it (``stop``)."""
-    log = Path(tempfile.mkstemp(prefix="blockpool-serve-", suffix=".log")[1])
-    command = [sys.executable, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=serve_env())
-    server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
-    try:
-        _wait_healthy(server)
-    except BaseException:
-        stop(server)
-        raise
-    return server
-
-
-def stop(server: ServerProcess) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+from tests.server_harness import ServerProcess, stop, wait_healthy
 
 
 @contextmanager
@@ -52,7 +28,7 @@ def mlx_lm_server(port: int) -> Iterator[ServerProcess]:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
     try:
-        _wait_healthy(server)
+        wait_healthy(server)
         yield server
     finally:
         stop(server)

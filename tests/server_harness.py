@@ -46,28 +46,41 @@ def serve_env() -> dict[str, str]:
     return env
 
 
-@contextmanager
-def running_server(*args: str, headers: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    """``blockpool serve ARGS`` on a free loopback port, up and answering /health; stopped afterwards."""
-    port = free_port()
+def start_serve(port: int, *args: str) -> ServerProcess:
+    """``blockpool serve ARGS`` on ``port``, answering /health; the caller stops it (``stop``)."""
     log = Path(tempfile.mkstemp(prefix="blockpool-serve-", suffix=".log")[1])
-    command = [sys.executable, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [sys.executable, "-m", "blockpool", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=serve_env())
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
     try:
-        _wait_healthy(server)
+        wait_healthy(server)
+    except BaseException:
+        stop(server)
+        raise
+    return server
+
+
+def stop(server: ServerProcess) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@contextmanager
+def running_server(*args: str) -> Iterator[ServerProcess]:
+    """``blockpool serve ARGS`` on a free loopback port, up and answering /health; stopped afterwards."""
+    server = start_serve(free_port(), *args)
+    try:
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(server)
 
 
-def _wait_healthy(server: ServerProcess) -> None:
+def wait_healthy(server: ServerProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -79,16 +92,6 @@ def _wait_healthy(server: ServerProcess) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"blockpool serve did not answer /health in {START_TIMEOUT_S} s:\n{server.log()}")
-
-
-def wait_until(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.1) -> Any:
-    """Polls ``predicate()`` until it returns something truthy; returns it, or the last falsy value."""
-    deadline = time.monotonic() + timeout_s
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval_s)
-        value = predicate()
-    return value
 
 
 def leaked_blocks(pool: dict[str, Any]) -> int:

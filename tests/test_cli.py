@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine import cli
+from blockpool import cli, commands
 
 SUBCOMMANDS = ("exp005", "exp006", "bench", "demo")
 
@@ -66,7 +66,7 @@ def test_hidden_shape_flags_are_validated_too(tmp_path) -> None:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "blockpool", *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ})
 
 
@@ -86,7 +86,7 @@ def test_bench_names_the_unknown_benchmark(capfd: pytest.CaptureFixture[str]) ->
 
 
 def test_demo_streams_two_turns_and_pool_usage(default_model, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "load", lambda name, dtype: default_model)
+    monkeypatch.setattr(commands, "load", lambda name, dtype: default_model)
     assert cli.main(["demo", "--agents", "2", "--max-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "== turn 1" in out and "== turn 2" in out

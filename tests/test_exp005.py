@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from engine import cli
-from engine.experiments import exp005
-from engine.experiments.exp005 import first_divergence, run_exp005
+from blockpool import cli, commands
+from lab import exp005
+from lab.exp005 import first_divergence, run_exp005
 from telemetry import read_events
 
 
@@ -84,7 +84,7 @@ def test_a_mismatch_is_reported_with_its_first_divergent_token(default_model, tm
 
 @pytest.mark.parametrize("go", [True, False])
 def test_command_exit_code_follows_go_and_writes_a_telemetry_log(default_model, tmp_path, monkeypatch, go) -> None:
-    monkeypatch.setattr(cli, "load", lambda name, dtype: default_model)
+    monkeypatch.setattr(commands, "load", lambda name, dtype: default_model)
     if not go:
         monkeypatch.setattr(exp005, "generate_reference", lambda *a: ("different", 0.5))
         monkeypatch.setattr(exp005, "reference_token_ids", lambda *a: [1])

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine import BlockPoolBatchEngine, cli
-from engine.experiments.exp006 import ContextResult, SyntheticShape, build_agent_blocks
-from engine.experiments.exp006_report import scaling_steps, verdict
+from blockpool import cli
+from engine import BlockPoolBatchEngine
+from lab.exp006 import ContextResult, SyntheticShape, build_agent_blocks
+from lab.exp006_report import scaling_steps, verdict
 from pool import BlockPool
 from telemetry import LatencyStats
 
@@ -75,7 +77,7 @@ def test_small_run_writes_artifacts_that_hold_what_they_say(tmp_path, capsys) ->
         assert t["total_bytes"] == tiny_bytes(t["context_tokens"])
         assert len(t["gather_ms"]) == 7 and len(t["copy_ms"]) == 7 and len(t["concat_ms"]) == 2
         assert all(x > 0 for x in t["gather_ms"] + t["copy_ms"])
-    assert (tmp_path / "exp_006_histogram.png").read_bytes()[:4] == b"\x89PNG"  # matplotlib is a main dependency
+    assert (tmp_path / "exp_006_histogram.png").read_bytes()[:4] == b"\x89PNG"  # make installs the experiments extra
 
     report = (tmp_path / "EXP-006-block-gather-benchmark.md").read_text()
     head = timings[-1]  # no 8K here: the verdict is on the largest context
@@ -91,6 +93,17 @@ def test_small_run_writes_artifacts_that_hold_what_they_say(tmp_path, capsys) ->
     assert "| 256 -> 512 |" in report  # the scaling table
     assert "| q4/g64 | 512 |" in report  # the formats table
     assert "Verdict:" in capsys.readouterr().out
+
+
+def test_without_matplotlib_the_histogram_is_text_and_the_cli_says_what_to_install(tmp_path, capsys,
+                                                                                   monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    code = cli.main(["exp006", "--out", str(tmp_path), "--runs", "2", "--contexts", "256", "--concat-runs", "1",
+                     "--warmup", "0", *TINY_FLAGS])
+    assert code == 0
+    assert not (tmp_path / "exp_006_histogram.png").exists()
+    assert "gather" in (tmp_path / "exp_006_histogram.txt").read_text()
+    assert "pip install 'blockpool[experiments]'" in capsys.readouterr().err
 
 
 def test_scaling_is_judged_against_bytes_not_tokens() -> None:

@@ -5,40 +5,24 @@ of a step ends the turn visibly, gives queued messages back and brings the engin
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
-from textual.pilot import Pilot
 
+from frontend.sessions import SessionStore
+from engine.batch_engine import BlockPoolBatchEngine
 from engine.step_loop import StepLoop
-from engine.sessions import SessionStore
+from tests.helpers import capture_notifications, make_app, wait_for
 from tui.app import BlockpoolApp
-from tui.settings import TuiSettings
 
 from .reference import reference
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 WAIT_S = 120.0
 MAX_TOKENS = 6
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("BLOCKPOOL_DATA_DIR", raising=False)
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition.__doc__ or condition}"
-        await pilot.pause(0.05)
-
-
 def real_app(default_model, db, **settings) -> BlockpoolApp:
-    values = {"agents": 2, "blocks": 200, "max_tokens": MAX_TOKENS, **settings}
-    return BlockpoolApp(TuiSettings(**values), loaded_model=default_model, store=SessionStore(db))
+    return make_app(default_model, store=SessionStore(db), **{"max_tokens": MAX_TOKENS, **settings})
 
 
 async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_model, tmp_path):
@@ -47,11 +31,11 @@ async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         first, second = list(app.roster)
-        await app.send(first, "Say hi.")
-        await app.send(second, "Name a colour.")
+        await app.chats.send(first, "Say hi.")
+        await app.chats.send(second, "Name a colour.")
         await wait_for(pilot, lambda: not first.busy and not second.busy)
-        await app.close_agent_now(first)
-        await pilot.pause(0.2)
+        await app.agent_tabs.close(first)
+        await wait_for(pilot, lambda: app.stats is not None and first.agent_id not in app.stats.pool.agent_usage())
     (record,) = SessionStore(db).agents(1)
     assert record.name == "agent 2" and record.context_tokens
 
@@ -59,10 +43,10 @@ async def test_resumed_agent_continues_from_its_own_cache_saved_on_quit(default_
     async with app.run_test(size=(140, 40)) as pilot:
         (agent,) = list(app.roster)
         await wait_for(pilot, lambda: app.ready and agent.conversation.context_tokens == len(record.context_tokens))
-        await app.send(agent, "And another one?")
+        await app.chats.send(agent, "And another one?")
         assert agent.in_flight.continues
         await wait_for(pilot, lambda: not agent.busy)
-        context = app.worker.engine.agent_blocks(agent.agent_id).token_ids
+        context = app.owner.engine.agent_blocks(agent.agent_id).token_ids
     (restore,) = app.recorder.events("restore")
     assert (restore.source, restore.num_tokens, restore.error) == ("disk", len(record.context_tokens), None)
     finished = app.recorder.events("request_finished")[-1]
@@ -90,27 +74,55 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
         await wait_for(pilot, lambda: app.ready)
         (agent,) = list(app.roster)
         pane = app.pane(agent.agent_id)
-        await app.send(agent, "Say hi.")
+        await app.chats.send(agent, "Say hi.")
         # The pane has drawn the finished reply (ChatPane.finish_reply awaits, then clears its
         # reply; a turn begun before that would lose its placeholder: a separate widget race).
         await wait_for(pilot, lambda: not agent.busy and pane.reply_text is None)
         turns = len(agent.conversation.turns)
 
         monkeypatch.setattr(StepLoop, "admit", admit_failing_once)
-        await app.send(agent, "Name a colour.")
-        await app.send(agent, "Name a fruit.")  # queued behind it
+        await app.chats.send(agent, "Name a colour.")
+        await app.chats.send(agent, "Name a fruit.")  # queued behind it
         assert list(agent.pending) == ["Name a fruit."]
         both_sent.set()
-        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy and not agent.pending)
+        await wait_for(pilot, lambda: agent.status == "error" and not agent.busy and not agent.pending, WAIT_S)
         assert "No space left on device (injected)" in agent.error
         assert pane.input.value == "Name a colour. Name a fruit."  # nothing typed is lost
         assert not agent.pending and len(agent.conversation.turns) == turns
 
         await wait_for(pilot, lambda: app.ready)  # a new engine, the context re-adopted
         pane.input.value = ""  # what Enter does in the composer; app.send is called directly here
-        await app.send(agent, "Name a colour.")
+        await app.chats.send(agent, "Name a colour.")
         await wait_for(pilot, lambda: not agent.busy)
         assert agent.status == "idle" and agent.conversation.turns[-1].content
         assert len(agent.conversation.turns) == turns + 2
-        context = app.worker.engine.agent_blocks(agent.agent_id).token_ids
-        assert app.worker.engine.tokenizer.decode(context) == agent.conversation.context_text
+        context = app.owner.engine.agent_blocks(agent.agent_id).token_ids
+        assert app.owner.engine.tokenizer.decode(context) == agent.conversation.context_text
+
+
+async def test_a_failing_submit_is_that_turns_error_and_the_other_agents_turn_goes_on(default_model, tmp_path,
+                                                                                     monkeypatch):
+    """A submit failing with anything but ValueError (a bug on the way in) once restarted the whole
+    engine, ending every other agent's turn in flight with the error."""
+    real_submit = BlockPoolBatchEngine.submit
+
+    def submit(self, agent_id, *args, **kwargs):
+        if agent_id == second.agent_id:
+            raise TypeError("injected")
+        return real_submit(self, agent_id, *args, **kwargs)
+
+    app = real_app(default_model, tmp_path / "sessions.db", max_tokens=40)
+    async with app.run_test(size=(140, 40)) as pilot:
+        notes = capture_notifications(app)
+        await wait_for(pilot, lambda: app.ready)
+        first, second = list(app.roster)
+        monkeypatch.setattr(BlockPoolBatchEngine, "submit", submit)
+        await app.chats.send(first, "Tell me a long story about a lighthouse.")
+        await wait_for(pilot, lambda: first.status == "generating")
+        await app.chats.send(second, "Name a colour.")
+        await wait_for(pilot, lambda: not second.busy)
+        assert second.status == "idle" and not second.conversation.turns
+        assert app.pane(second.agent_id).input.value == "Name a colour."  # nothing typed is lost
+        await wait_for(pilot, lambda: not first.busy, WAIT_S)
+        assert first.status == "idle" and len(first.conversation.turns) == 2 and first.conversation.turns[1].content
+        assert notes == ["TypeError: injected"]  # the one refusal, no "Engine failed"

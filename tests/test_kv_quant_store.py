@@ -151,7 +151,7 @@ def test_pool_snapshot_carries_the_kv_format_and_its_bytes():
 
 
 def test_kv_bits_reach_the_settings_and_the_experiments():
-    from engine.cli import build_parser
+    from blockpool.cli import build_parser
     from tui.cli import parse_settings
 
     assert parse_settings(["--kv-bits", "8"]).kv_bits == 8

@@ -8,7 +8,8 @@ import sys
 import httpx
 import pytest
 
-from tests.server_harness import MODEL_ID, leaked_blocks, running_server, serve_env, wait_until
+from tests.helpers import wait_until
+from tests.server_harness import MODEL_ID, leaked_blocks, running_server, serve_env
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -68,7 +69,7 @@ def test_a_full_queue_answers_429_with_retry_after(server) -> None:
 
 
 def test_a_non_loopback_host_needs_an_api_key() -> None:
-    command = [sys.executable, "-m", "engine.cli", "serve", "--host", "0.0.0.0", "--port", "9"]
+    command = [sys.executable, "-m", "blockpool", "serve", "--host", "0.0.0.0", "--port", "9"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=serve_env())
     assert done.returncode == 2
     assert "set an API key" in done.stderr and "'0.0.0.0'" in done.stderr

@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from server.conversations import ConversationTable
+from engine.conversations import ConversationTable
 from server.errors import install_handlers
 from server.guard import Guard
 from server.schemas import ChatCompletionRequest
@@ -168,7 +168,7 @@ async def test_bad_bodies_get_400_with_an_openai_error(body: bytes | dict, param
 
 
 def test_blockpool_serve_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
-    from engine import cli
+    from blockpool import cli
 
     with pytest.raises(SystemExit) as exc:
         cli.main(["serve", "--help"])
@@ -189,7 +189,7 @@ def test_blockpool_serve_help_lists_its_options(capsys: pytest.CaptureFixture[st
 ])
 def test_bad_serve_options_exit_2_with_a_message(argv: list[str], message: str, monkeypatch, tmp_path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from engine import cli
+    from blockpool import cli
 
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "none.toml"))
     try:

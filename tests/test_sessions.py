@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from engine.sessions import SessionStore, SessionStoreError, export_markdown
+from frontend.sessions import SessionStore, SessionStoreError, export_markdown
 
 
 def test_round_trip_and_interrupted_reply(tmp_path):
@@ -67,7 +66,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     from engine import BlockPoolBatchEngine, load_model
-    from engine.sessions import SessionStore
+    from frontend.sessions import SessionStore
     from pool import BlockPool, ModelCacheSpec
 
     model, tokenizer = load_model()
@@ -85,7 +84,8 @@ CRASH_SCRIPT = textwrap.dedent(
     engine.submit("alice", " Tell me a very long story.", done.blocks, max_tokens=100000 // 100)
     print("GENERATING", flush=True)
     while engine.has_work():
-        engine.step_once()
+        if engine.step_once().deltas:
+            print("TOKEN", flush=True)
     """
 )
 
@@ -102,7 +102,8 @@ def test_sigkill_mid_generation_keeps_completed_turns(tmp_path):
     try:
         line = proc.stdout.readline()
         assert line.strip() == "GENERATING", proc.stderr.read()
-        time.sleep(1.0)  # mid-generation
+        for _ in range(3):  # mid-generation: three tokens of the long reply are out
+            assert proc.stdout.readline().strip() == "TOKEN", proc.stderr.read()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from telemetry import (
     replay,
     write_csv_summary,
 )
+from telemetry import export
 
 
 def one_of_each(t0: float = 1_000.0) -> list[Event]:
@@ -144,13 +144,13 @@ def test_replay_rebuilds_the_same_state(tmp_path: Path) -> None:
     assert fresh.state().tokens_per_s is not None
 
 
-def test_replay_with_speed_sleeps_scaled_gaps(tmp_path: Path) -> None:
+def test_replay_with_speed_sleeps_scaled_gaps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "run.jsonl"
     write_log(path, one_of_each())  # 9 gaps of 10 ms = 90 ms of recorded time
-    start = time.perf_counter()
+    slept: list[float] = []
+    monkeypatch.setattr(export.time, "sleep", slept.append)
     replay(path, Recorder(), speed=3.0)
-    elapsed = time.perf_counter() - start
-    assert 0.025 <= elapsed < 1.0
+    assert slept == pytest.approx([0.01 / 3] * 9)
     with pytest.raises(ValueError, match="speed must be > 0"):
         replay(path, Recorder(), speed=0.0)
 

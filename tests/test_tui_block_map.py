@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Static
 
 from pool import BlockInfo, BlockPool, ModelCacheSpec, PoolSnapshot
-from tests.test_pool_sharing import PROMPT, global_spec, write_context
+from tests.pool_builders import PROMPT, global_spec, write_context
 from tui.widgets import BlockMap, BlockMapPanel
 from tui.widgets.block_map import CACHED, FREE, LABEL_WIDTH, SHARED, USED, layer_rows, owner_cells, row_slots
 

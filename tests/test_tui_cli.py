@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tui.app import main
+from tui.run import main
 from tui.cli import SettingsError, parse_settings
-from tui.settings import DEFAULT_KV_MEMORY_BYTES, parse_size
+from engine.factory import DEFAULT_KV_MEMORY_BYTES
+from frontend.settings import parse_size
 
 
 @pytest.fixture(autouse=True)

@@ -13,14 +13,14 @@ from textual import events
 from textual.keys import _character_to_key
 from textual.widgets import Markdown
 
-from tests.test_tui_app import capture_notifications, make_app, no_user_config, wait_for  # noqa: F401
+from tests.helpers import capture_notifications, make_app, wait_for
 from tui.agents import AgentRow
 from tui.app import BlockpoolApp
 from tui.screens import HelpScreen, TextPromptScreen
 from tui.widgets import AgentList, ChatMessage
 from tui.widgets.agent_list import row_text as agent_row_text
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 CODE_PASTE = "def f(x):\n    return x * 2\n\nExplain this code."
 
 
@@ -93,7 +93,7 @@ async def test_a_multi_line_paste_is_sent_whole_and_the_context_holds_every_line
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(agent.conversation.turns) == 2 and not agent.busy)
         assert agent.conversation.turns[0].content == CODE_PASTE
-        engine = app.worker.engine
+        engine = app.owner.engine
         context = engine.tokenizer.decode(engine.agent_blocks(agent.agent_id).token_ids)
         assert CODE_PASTE in context
 
@@ -115,7 +115,7 @@ async def test_ctrl_j_adds_a_line_and_the_composer_grows_then_scrolls(default_mo
         assert composer.size.height == 6 and composer.max_scroll_y > 0  # six lines shown, the rest scroll
 
 
-async def test_30000_characters_pasted_or_typed_stay_fast_and_oversized_text_is_kept(default_model):
+async def test_30000_characters_pasted_or_typed_land_whole_and_oversized_text_is_kept(default_model):
     app = make_app(default_model, agents=1, blocks=30)
     text = ("lighthouse keeper? " * 1600)[:30_000]
     async with app.run_test(size=(140, 40)) as pilot:
@@ -123,17 +123,11 @@ async def test_30000_characters_pasted_or_typed_stay_fast_and_oversized_text_is_
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
         composer = app.pane(agent.agent_id).input
-        started = time.perf_counter()
         app.post_message(events.Paste(text))
         await wait_for(pilot, lambda: composer.text == text)
-        paste_s = time.perf_counter() - started
         composer.value = ""
-        started = time.perf_counter()
         burst(app, text, enter=False)  # a terminal without bracketed paste: one key per character
-        await wait_for(pilot, lambda: composer.text == text)
-        typed_s = time.perf_counter() - started
-        # Inserting per key with a re-measure of the whole text took over a minute; a burst now takes seconds.
-        assert paste_s < 2.0 and typed_s < 15.0, (paste_s, typed_s)
+        await wait_for(pilot, lambda: composer.text == text)  # how fast: benchmarks/bench_paste.py
 
         await pilot.press("enter")
         await wait_for(pilot, lambda: bool(notes) and composer.text == text)
@@ -165,8 +159,13 @@ async def test_agents_list_shows_live_token_counts_and_state(default_model):
 async def test_refresh_rate_changes_live_and_panels_redraw_only_from_engine_stats(default_model):
     app = make_app(default_model, agents=1, max_tokens=24)
     async with app.run_test(size=(140, 40)) as pilot:
-        await wait_for(pilot, lambda: app.ready and app.stats is not None)
-        await pilot.pause(0.5)  # the engine's last stats after start-up are drawn
+        def drawn_idle() -> bool:
+            """the engine idle, and its last stats drawn"""
+            stats = app.stats
+            return (app.ready and stats is not None and not stats.num_active and not stats.num_queued
+                    and not app.panels.redraw_due)
+
+        await wait_for(pilot, drawn_idle)
         draws: list[float] = []
         original = app.refresh_panels
 
@@ -186,8 +185,7 @@ async def test_refresh_rate_changes_live_and_panels_redraw_only_from_engine_stat
         agent = app.active_agent
         app.pane(agent.agent_id).input.value = "Count from one to twenty."
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not agent.busy)
-        await pilot.pause(1.2)
+        await wait_for(pilot, lambda: not agent.busy and drawn_idle())
         gaps = [b - a for a, b in zip(draws, draws[1:])]
         assert draws and all(gap >= 0.95 for gap in gaps), gaps
 
@@ -209,7 +207,7 @@ async def test_a_reply_that_ends_off_screen_is_rendered_when_its_chat_is_shown(d
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         first, second = list(app.roster)
-        await app.send(second, "Name a colour.")  # agent 1's chat stays on screen
+        await app.chats.send(second, "Name a colour.")  # agent 1's chat stays on screen
         await wait_for(pilot, lambda: len(second.conversation.turns) == 2 and not second.busy)
         reply = list(app.pane(second.agent_id).query(ChatMessage))[-1]
         assert not reply.drawn  # kept, not re-parsed while another chat is shown

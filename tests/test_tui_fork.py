@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 from textual.pilot import Pilot
 
-from engine.sessions import SessionStore
+from frontend.sessions import SessionStore
 from tests.reference import reference
-from tests.test_tui_app import capture_notifications, no_user_config, wait_for  # noqa: F401 (autouse)
+from tests.helpers import capture_notifications, wait_for
 from tui.agents import Agent
 from tui.app import BlockpoolApp
 from tui.settings import TuiSettings
 from tui.widgets.chat_message import ChatMessage
 
 MAX_TOKENS = 6
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 
 
 def shown(app: BlockpoolApp, agent: Agent) -> list[tuple[str, str]]:
@@ -30,9 +30,9 @@ def context_ids(app: BlockpoolApp, agent: Agent) -> list[int]:
 
 async def turn(pilot: Pilot, app: BlockpoolApp, agent: Agent, text: str) -> list[int]:
     """Send ``text``; returns the tokens of the prompt it added to the context."""
-    await app.send(agent, text)
+    await app.chats.send(agent, text)
     assert agent.in_flight is not None and agent.in_flight.continues
-    added = app.worker.engine.tokenizer.encode(agent.in_flight.prompt, add_special_tokens=False)
+    added = app.owner.engine.tokenizer.encode(agent.in_flight.prompt, add_special_tokens=False)
     return added
 
 
@@ -45,7 +45,7 @@ async def test_fork_copies_the_chat_shares_blocks_and_both_continue_like_mlx_lm(
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         source = app.active_agent
-        await app.send(source, "Name a colour.")
+        await app.chats.send(source, "Name a colour.")
         await wait_for(pilot, lambda: not source.busy)
         await pilot.press("ctrl+f")
         await wait_for(pilot, lambda: len(app.roster) == 2 and any("no K/V copied" in n for n in notes))
@@ -81,7 +81,7 @@ async def test_forking_a_busy_agent_says_to_wait_or_cancel(default_model):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready)
         source = app.active_agent
-        await app.send(source, "Tell me a story.")
+        await app.chats.send(source, "Tell me a story.")
         await app.run_action("fork_agent")
         assert len(app.roster) == 1
         assert any("wait for the reply or cancel it" in n for n in notes)
@@ -95,11 +95,11 @@ async def test_a_new_agent_with_the_same_system_prompt_reports_tokens_from_share
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         first = app.active_agent
-        await app.send(first, "Hello.")
+        await app.chats.send(first, "Hello.")
         await wait_for(pilot, lambda: not first.busy)
         await app.run_action("new_agent")
         second = app.active_agent
-        await app.send(second, "Hi there.")
+        await app.chats.send(second, "Hi there.")
 
         def last_reply() -> ChatMessage:
             return [m for m in app.pane(second.agent_id).query(ChatMessage) if m.role == "assistant"][-1]

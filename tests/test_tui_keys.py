@@ -6,38 +6,20 @@ These flows do not depend on what the model says, so they run on the scripted en
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
-from textual.pilot import Pilot
+from textual.command import CommandList
 
+from tests.helpers import wait_for
+from tests.scripted import scripted_app as make_scripted_app
 from tui.app import BlockpoolApp
-from tui.scripted import ScriptedEngine
 from tui.screens import TextPromptScreen
-from tui.settings import TuiSettings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 REPLIES = ("one two three four five six seven eight",)
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-
-
 def scripted_app(**settings) -> BlockpoolApp:
-    def factory(progress, recorder):
-        return ScriptedEngine(replies=REPLIES, recorder=recorder)
-
-    return BlockpoolApp(TuiSettings(**{"agents": 2, **settings}), engine_factory=factory)
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        await pilot.pause(0.02)
+    return make_scripted_app(REPLIES, **settings)
 
 
 async def test_keymap_from_settings_remaps_a_binding():
@@ -59,7 +41,14 @@ async def test_command_palette_runs_app_actions():
         assert {"New agent", "Rename agent", "Close agent", "Broadcast", "Cancel reply", "Keys"} <= titles
         await pilot.press("ctrl+p")
         await pilot.press(*"new agent")
-        await pilot.pause(0.5)  # the palette searches in the background
+
+        def found() -> bool:
+            """the palette's search (in the background) to highlight 'New agent'"""
+            hits = app.screen.query(CommandList)
+            return bool(hits) and hits.first().highlighted is not None and "New agent" in str(
+                hits.first().get_option_at_index(hits.first().highlighted).prompt)
+
+        await wait_for(pilot, found)
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(app.roster) == 3)
 
@@ -70,14 +59,14 @@ async def test_message_to_a_busy_agent_is_queued_then_sent():
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
         pane = app.pane(agent.agent_id)
-        app.worker.engine.hold_after[agent.agent_id] = 3
+        app.owner.engine.hold_after[agent.agent_id] = 3
         pane.input.value = "first"
         await pilot.press("enter")
         await wait_for(pilot, lambda: agent.status == "generating")
         pane.input.value = "second"
         await pilot.press("enter")
         assert list(agent.pending) == ["second"] and pane.num_queued == 1 and pane.input.value == ""
-        app.worker.engine.hold_after.clear()
+        app.owner.engine.hold_after.clear()
         await wait_for(pilot, lambda: len(agent.conversation.turns) == 4 and not agent.busy)
         assert [t.content for t in agent.conversation.turns if t.role == "user"] == ["first", "second"]
         assert pane.num_queued == 0

@@ -14,25 +14,18 @@ from textual.widgets import Static
 
 from pool import ModelCacheSpec
 from tests.reference import reference
-from tests.remote_harness import mlx_lm_server, start_serve, stop
-from tests.server_harness import free_port, leaked_blocks, wait_until
-from tests.test_tui_app import map_colours, send, wait_for
+from tests.remote_harness import mlx_lm_server
+from tests.helpers import map_colours, send, wait_for, wait_until
+from tests.server_harness import free_port, leaked_blocks, start_serve, stop
 from tui.app import BlockpoolApp
 from tui.remote.metrics_view import read_figures
 from tui.settings import TuiSettings
-from tui.widgets import BlockMapPanel, ChatPane, EnginePanel
+from tui.widgets import BlockMapPanel, EnginePanel
 
 KEY = "test-key-12t"
 MAX_TOKENS = 12
 SYSTEM = "You are a helpful assistant."
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
-    for name in ("MODEL", "SERVER", "API_KEY", "MAX_TOKENS", "AGENTS", "SYSTEM", "TEMPERATURE", "KEYMAP"):
-        monkeypatch.delenv(f"BLOCKPOOL_{name}", raising=False)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 
 
 @pytest.fixture(scope="module")

@@ -6,46 +6,32 @@ that a restored agent's next turn continues from its adopted context.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 
-from engine import cli as engine_cli
-from engine.sessions import SessionStore
-from tui import app as tui_app
+from blockpool import cli as engine_cli
+from frontend.sessions import SessionStore
+from tests.helpers import make_app, wait_for
+from tests.scripted import scripted_app as make_scripted_app
+from tui import run as tui_run
 from tui.app import BlockpoolApp
 from tui.cli import parse_settings
-from tui.scripted import ScriptedEngine
 from tui.session_log import SessionLog
 from tui.settings import TuiSettings
 from tui.widgets import ChatMessage
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
 REPLIES = ("one two three four",)
 
 
 @pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+def no_reexec(monkeypatch):
     monkeypatch.setenv("BLOCKPOOL_FAST_BLAS", "0")  # main() must not re-exec the test process
-    monkeypatch.delenv("BLOCKPOOL_DATA_DIR", raising=False)
 
 
 def scripted_app(db: Path, hold_after: dict[str, int] | None = None, **settings) -> BlockpoolApp:
-    def factory(progress, recorder):
-        return ScriptedEngine(replies=REPLIES, recorder=recorder, hold_after=hold_after)
-
-    return BlockpoolApp(TuiSettings(**{"agents": 2, **settings}), engine_factory=factory, store=SessionStore(db))
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        await pilot.pause(0.02)
+    return make_scripted_app(REPLIES, store=SessionStore(db), hold_after=hold_after, **settings)
 
 
 async def first_session(db: Path) -> None:
@@ -55,8 +41,8 @@ async def first_session(db: Path) -> None:
         await wait_for(pilot, lambda: app.ready)
         first, second = list(app.roster)
         app.sessions.agent_renamed(first.agent_id, "coder")
-        await app.send(first, "hello")
-        await app.send(second, "wait")
+        await app.chats.send(first, "hello")
+        await app.chats.send(second, "wait")
         await wait_for(pilot, lambda: not first.busy and second.status == "generating")
 
 
@@ -74,7 +60,7 @@ async def test_resume_restores_agents_transcripts_and_contexts(tmp_path):
         assert replies == ["complete", "interrupted"]
         assert len(app.pane(second.agent_id).query(ChatMessage)) == 2  # shown, marked interrupted
         await wait_for(pilot, lambda: app.stats.context_tokens.get(first.agent_id, 0) > 0)  # adopted
-        await app.send(first, "again")
+        await app.chats.send(first, "again")
         await wait_for(pilot, lambda: not first.busy)
         assert len(first.conversation.turns) == 4
     assert app.sessions.session_id == 1
@@ -105,10 +91,10 @@ async def test_export_writes_the_shown_agents_markdown(tmp_path, monkeypatch):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready)
         agent = app.active_agent
-        await app.send(agent, "hello")
+        await app.chats.send(agent, "hello")
         await wait_for(pilot, lambda: not agent.busy)
         await pilot.press("ctrl+e")
-        await pilot.pause()
+        await wait_for(pilot, lambda: (tmp_path / "agent 1.md").exists())
     text = (tmp_path / "agent 1.md").read_text()
     assert text.startswith("# agent 1\n")
     assert "## User\n\nhello" in text
@@ -134,22 +120,20 @@ def test_unwritable_data_folder_exits_2(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as exit_info:
-        tui_app.main(["--data-dir", str(blocker / "data")])
+        tui_run.main(["--data-dir", str(blocker / "data")])
     assert exit_info.value.code == 2
     assert "cannot open the session database" in capsys.readouterr().err
 
 
 async def test_resumed_agent_continues_from_its_context_on_the_real_model(tmp_path, default_model):
     def real_app(**settings) -> BlockpoolApp:
-        values = {"agents": 1, "blocks": 200, "max_tokens": 6, **settings}
-        return BlockpoolApp(TuiSettings(**values), loaded_model=default_model,
-                            store=SessionStore(tmp_path / "sessions.db"))
+        return make_app(default_model, store=SessionStore(tmp_path / "sessions.db"), agents=1, **settings)
 
     app = real_app()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready, 120.0)
         agent = app.active_agent
-        await app.send(agent, "Say hi.")
+        await app.chats.send(agent, "Say hi.")
         await wait_for(pilot, lambda: not agent.busy, 120.0)
         first_tokens = agent.conversation.context_tokens
     assert first_tokens > 0
@@ -157,7 +141,7 @@ async def test_resumed_agent_continues_from_its_context_on_the_real_model(tmp_pa
     async with app.run_test() as pilot:
         agent = app.active_agent
         await wait_for(pilot, lambda: app.ready and agent.conversation.context_tokens == first_tokens, 120.0)
-        await app.send(agent, "Again.")
+        await app.chats.send(agent, "Again.")
         assert agent.in_flight is not None and agent.in_flight.continues  # only the new text is sent
         await wait_for(pilot, lambda: not agent.busy, 120.0)
         assert agent.conversation.context_tokens > first_tokens

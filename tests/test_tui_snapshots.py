@@ -7,8 +7,7 @@ Update the SVGs with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,9 @@ from textual.widgets import Input, TextArea
 
 import tui
 from telemetry import Gather, Recorder
+from tests.helpers import wait_for
+from tests.scripted import START_TS, scripted_app as make_scripted_app
 from tui.app import BlockpoolApp
-from tui.scripted import START_TS, ScriptedEngine
-from tui.settings import TuiSettings
 from tui.widgets import LatencyPanel
 
 SIZE = (140, 40)
@@ -47,28 +46,24 @@ def no_user_config(monkeypatch):
 
 
 def scripted_app(*, total_blocks: int = 320, agents: int = 2, replies: Sequence[str] = REPLIES) -> BlockpoolApp:
-    def factory(progress, recorder):
-        return ScriptedEngine(replies=replies, total_blocks=total_blocks, recorder=recorder)
-
-    settings = TuiSettings(model="scripted", agents=agents, max_tokens=64, system="You are concise.")
-    app = BlockpoolApp(settings, engine_factory=factory, blas_notes=())  # the same screen on every machine
+    app = make_scripted_app(replies, total_blocks=total_blocks, agents=agents, model="scripted", max_tokens=64,
+                            system="You are concise.", blas_notes=())  # no BLAS notes: the same screen everywhere
     app.animation_level = "none"
     return app
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        await pilot.pause(0.02)
 
 
 async def settle(pilot: Pilot) -> None:
     """Wait for the engine to go idle and its last stats, then draw the panels once."""
     app: BlockpoolApp = pilot.app  # type: ignore[assignment]
-    engine = app.worker.engine
-    await wait_for(pilot, lambda: app.ready and not engine.has_work() and app.worker.commands.empty())
-    await pilot.pause(0.3)  # the worker posts its final stats when it goes idle
+    engine = app.owner.engine
+
+    def final_stats() -> bool:
+        """the engine idle and its stats of that moment taken in"""
+        stats = app.stats
+        return (app.ready and not engine.has_work() and app.owner.inbox.empty() and stats is not None
+                and stats.pool == engine.pool.snapshot() and stats.telemetry == app.recorder.state())
+
+    await wait_for(pilot, final_stats)
     for field in app.query(Input):
         field.cursor_blink = False
     for area in app.query(TextArea):
@@ -82,7 +77,7 @@ async def say(pilot: Pilot, agent_index: int, text: str, *, held_after: int | No
     app: BlockpoolApp = pilot.app  # type: ignore[assignment]
     agent = list(app.roster)[agent_index]
     pane = app.pane(agent.agent_id)
-    app.activate(agent.agent_id)
+    app.agent_tabs.activate(agent.agent_id)
     pane.input.value = text
     await pilot.press("enter")
     if held_after is None:
@@ -105,7 +100,7 @@ def test_two_agents_mid_conversation(snap_compare):
         await say(pilot, 1, "Hello there")
         app: BlockpoolApp = pilot.app  # type: ignore[assignment]
         second = list(app.roster)[1]
-        app.worker.engine.hold_after[second.agent_id] = 9  # the reply stops mid-stream
+        app.owner.engine.hold_after[second.agent_id] = 9  # the reply stops mid-stream
         await say(pilot, 1, "What about sliding windows?", held_after=9)
 
     assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=run_before)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.sessions import Message
+from frontend.sessions import Message
 
 try:
     import pty

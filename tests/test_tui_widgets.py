@@ -15,6 +15,7 @@ from textual.keys import _character_to_key
 from textual.widgets import Markdown
 from textual.widgets._markdown import MarkdownBulletList, MarkdownFence, MarkdownParagraph, MarkdownTable
 
+from tests.helpers import wait_for
 from tui.widgets import ChatInput, ChatMessage, ChatPane, GatherSparkline
 from tui.widgets.chat_pane import EarlierMessages
 from tui.widgets.gather_sparkline import bar_levels, colour_of
@@ -148,8 +149,6 @@ async def test_a_burst_of_characters_and_editing_keys_lands_in_order():
         for key in keys:  # posted at once, before the composer handled the first
             character = key if len(key) == 1 else "\n" if key == "ctrl+j" else None
             app.post_message(events.Key(_character_to_key(key) if len(key) == 1 else key, character))
-        await pilot.pause(0.5)
-        assert composer.text == "abd\nx?!e"
+        await wait_for(pilot, lambda: composer.text == "abd\nx?!e", 10)
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.submitted == ["abd\nx?!e"] and composer.text == ""
+        await wait_for(pilot, lambda: app.submitted == ["abd\nx?!e"] and composer.text == "", 10)

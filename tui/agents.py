@@ -45,6 +45,7 @@ class Agent:
     spilled: bool = False  # the engine moved its context to disk to make room
     prefill: tuple[int, int] | None = None
     in_flight: TurnPlan | None = None
+    request_id: int | None = None  # the owner thread's id of the turn in flight
     pending: deque[str] = field(default_factory=deque)
     turn: TurnTokens | None = None
 

@@ -1,47 +1,51 @@
 """blockpool-tui: several agent chats over one paged KV cache, with the pool drawn live.
 
-The engine runs on ``EngineWorker``'s thread; this app only sends it commands and
-handles the messages it posts (``EngineLink``); its keys' actions are in ``AppActions``.
-Panels redraw from app state when the engine's (throttled) stats arrive, at most once
-per ``TuiSettings.refresh_s``: never per token, and with no timer of their own.
+The engine runs on its owner thread (``engine.owner_thread``), which posts each of its
+events as one ``EngineEvent``; ``on_engine_event`` hands each to the one object that owns
+what it changes: ``chats`` (turns), ``forks``, the ``stats`` reactive (the panels, through
+``panels``). Agents' tabs are ``agent_tabs``', the dialogs of the keys ``dialogs``'. Panels
+redraw from app state when the engine's (throttled) stats arrive, at most once per
+``TuiSettings.refresh_s``: never per token, and with no timer of their own.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from rich.console import RenderableType
 from textual import on
-from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, TabbedContent
 
 from engine import fastblas
-from engine.sessions import AgentRecord, SessionStore, SessionStoreError
+from engine.factory import EngineFactory
+from engine import owner_messages as ev
+from engine.owner_thread import EngineOwner
+from frontend.sessions import SessionStore
 from telemetry import JsonlWriter, Recorder
+from tui.agent_tabs import AgentTabs
 from tui.agents import Agent, Roster
-from tui.app_actions import AppActions
-from tui.chat import ChatTurn, Renderer
-from tui.cli import SettingsError, parse_settings
-from tui.engine_factory import engine_factory as real_engine_factory
-from tui.engine_link import EngineLink
-from tui.fork import AgentForks
-from tui.messages import ENGINE_MESSAGES, AdoptContext, CloseAgent, EngineStats
+from tui.chats import Chats
+from tui.commands import KEY_BINDINGS, PALETTE, KeyRow, key_rows
+from tui.dialogs import Dialogs
+from tui.forks import Forks
+from tui.messages import EngineEvent
 from tui.panel_feed import PanelFeed
-from tui.remote.factory import remote_engine_factory
+from tui.remote.factory import tui_engine_factory
 from tui.remote.messages import ServerStatus
-from tui.remote.server_panels import ServerPanels
-from tui.session_log import SessionLog, kept_turns, open_store
+from tui.remote.server_panels import connection_title
+from tui.session_log import SessionLog
 from tui.settings import TuiSettings
+from tui.units import pool_description
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
-from tui.worker import EngineFactory, EngineWorker
 
-class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, App[None]):
+
+class BlockpoolApp(App[None]):
     """See the module docstring. ``engine_factory`` or ``loaded_model`` replace the model load.
 
     With a ``store``, conversations are saved as they happen and the last session (see
@@ -52,27 +56,13 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
 
     CSS_PATH = "app.tcss"
     TITLE = "blockpool-tui"
-    BINDINGS = [
-        Binding("ctrl+n", "new_agent", "New agent", id="new_agent"),
-        Binding("f2", "rename_agent", "Rename agent", id="rename_agent"),
-        Binding("f4", "close_agent", "Close agent", id="close_agent"),
-        # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
-        Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
-        Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
-        Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
-        # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
-        Binding("ctrl+e", "export", "Export", id="export", priority=True),
-        # Priority: the composer would take f6 as "select line".
-        Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False, priority=True),
-        Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False,
-                priority=True),
-        Binding("f3", "refresh_rate", "Refresh rate", id="refresh_rate", show=False),
-        Binding("f1", "help", "Help", id="help_f1"),
-        # Not a priority: the composer types every "?", so this is only for focus elsewhere (the agent list).
-        Binding("question_mark", "help", "Help (focus outside the message)", id="help", key_display="?",
-                show=False),
-    ]
+    BINDINGS = KEY_BINDINGS
     ENGINE_STOP_S = 15.0  # quitting waits this long at most for the engine to save contexts
+
+    stats: reactive[ev.EngineStats | None] = reactive(None, always_update=True, init=False)
+    """The engine's latest stats (pool, telemetry, queue): each one asks the panels for a redraw."""
+    server_status: reactive[ServerStatus | None] = reactive(None, always_update=True, init=False)
+    """With ``--server``: the connection and what the server exposes, from the remote engine."""
 
     def __init__(
         self,
@@ -89,25 +79,19 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
         warn = partial(self.notify, title="Conversation not saved", severity="error", timeout=10)
         self.sessions = SessionLog(store, self.settings, warn) if store is not None else None
         spill_dir = self.sessions.spill_dir if self.sessions is not None else None
-        if engine_factory is None and self.settings.server is not None:
-            engine_factory = remote_engine_factory(self.settings, self.post_message)
-        self._factory = engine_factory or real_engine_factory(self.settings, loaded_model=loaded_model,
-                                                              spill_dir=spill_dir)
-        self.server_status: ServerStatus | None = None  # with --server: the connection, from the remote engine
+        self._factory = engine_factory or tui_engine_factory(self.settings, spill_dir=spill_dir,
+                                                             loaded_model=loaded_model, post=self.post_message)
         self.roster = Roster()
         self.recorder = Recorder()
-        self.worker: EngineWorker | None = None
-        self.stats: EngineStats | None = None
-        self.ready = False
-        self.engine_started = False
-        self._render_template: Renderer | None = None
-        self._eos_text = ""
-        self._user_messages: dict[str, Any] = {}  # agent id -> its in-flight user ChatMessage
+        self.owner: EngineOwner | None = None
+        self.chats = Chats(self)
+        self.agent_tabs = AgentTabs(self, self.chats)
+        self.forks = Forks(self, self.chats, self.agent_tabs)
+        self.panels = PanelFeed(self)
+        self.dialogs = Dialogs(self, self.chats, self.agent_tabs, self.panels)
         self._telemetry_writer: JsonlWriter | None = None
         self.engine_stop_s: float | None = None  # how long quitting waited for the engine thread
         self.startup_warnings: list[str] = []  # shown once the screen is up (e.g. a damaged database)
-        self._last_draw_s = 0.0
-        self._redraw_due = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -136,49 +120,41 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
             except OSError as exc:
                 self.exit(return_code=2, message=f"blockpool-tui: error: {exc}")
                 return
-        self.worker = EngineWorker(factory=self._factory, post=self.post_message, recorder=self.recorder)
-        self.set_refresh(self.settings.refresh_s)
-        self.worker.start()
-        saved = self.sessions.saved_agents() if self.sessions is not None else []
-        for record in saved:
-            await self.restore_agent(record)
-        await self._open_start_agents(len(saved))
-        if (first := next(iter(self.roster), None)) is not None:
-            self.activate(first.agent_id)
-        self.refresh_panels()
+        self.owner = EngineOwner(factory=self._factory, on_event=self._post_engine_event, recorder=self.recorder)
+        self.panels.set_refresh(self.settings.refresh_s)
+        self.owner.start()
+        await self.agent_tabs.open_session(self.sessions.saved_agents() if self.sessions is not None else [])
 
-    async def _open_start_agents(self, num_resumed: int) -> None:
-        """``settings.agents`` at start; beside a resumed session's agents only when asked for explicitly."""
-        wanted = self.settings.agents
-        if num_resumed and "agents" not in self.settings.model_fields_set:
-            return  # a resumed session keeps the agents it had
-        for _ in range(max(wanted - num_resumed, 0)):
-            await self.open_agent(activate=False)
-        if num_resumed and wanted > num_resumed:
-            self.notify(f"Resumed {num_resumed} saved agents and opened {wanted - num_resumed} more "
-                        f"for agents = {wanted}.", title="Session resumed")
-        elif num_resumed and wanted < num_resumed:
-            self.notify(f"agents = {wanted}, but the resumed session has {num_resumed} agents: all are kept. "
-                        "Close one with F4, or start afresh with --new.", title="Session resumed", timeout=10)
+    def _post_engine_event(self, event: ev.OwnerEvent) -> None:
+        """The owner thread's ``on_event``: ``post_message`` is thread-safe."""
+        self.post_message(EngineEvent(event))
 
     def on_unmount(self) -> None:
-        if self.worker is not None:
+        if self.owner is not None:
             # A step in flight finishes, then the engine saves its contexts; the thread is a
             # daemon, so exit never hangs on it longer than this.
-            self.engine_stop_s = self.worker.stop(timeout_s=self.ENGINE_STOP_S)
+            self.engine_stop_s = self.owner.stop(timeout_s=self.ENGINE_STOP_S)
         if self._telemetry_writer is not None:
             self._telemetry_writer.close()
 
-    # -- queries ------------------------------------------------------------------
+    def exit(self, result: None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
+        """Stop the engine thread and drop what it still posts, then exit as usual."""
+        if self.owner is not None:
+            self.owner.request_stop()  # now: the shutdown below takes a while
+        self.disable_messages(EngineEvent, ServerStatus)
+        super().exit(result, return_code, message)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """An engine is up and takes turns."""
+        return self.chats.ready
 
     @property
     def main_screen(self) -> Screen:
         """The screen under any dialogs, holding every panel."""
         return self.screen_stack[0]
-
-    @property
-    def agent_list(self) -> AgentList:
-        return self.main_screen.query_one(AgentList)
 
     @property
     def tabs(self) -> TabbedContent:
@@ -191,62 +167,72 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
     def pane(self, agent_id: str) -> ChatPane:
         return self.tabs.get_pane(agent_id).query_one(ChatPane)
 
-    # -- agents -------------------------------------------------------------------
+    def refresh_panels(self) -> None:
+        """Redraw the side panels from app state now."""
+        self.panels.refresh()
 
-    async def open_agent(self, name: str | None = None, *, activate: bool = True, system: str | None = None,
-                         record_id: int | None = None) -> Agent:
-        """A new agent, or with ``record_id`` one restored from the session database."""
-        system = self.settings.system if system is None else system
-        if self.sessions is not None and record_id is None:
-            record_id = self.sessions.new_record(name or self.roster.next_name(), system)
-        agent = self.roster.open(system, name, record_id=record_id)  # its row id names its spill file
-        if self.sessions is not None:
-            self.sessions.agent_opened(agent.agent_id, agent.name, system, record_id)
-        pane = ChatPane(agent_id=agent.agent_id, name=agent.name, colour=agent.colour)
-        await self.tabs.add_pane(TabPane(agent.name, pane, id=agent.agent_id))
-        if activate:
-            self.activate(agent.agent_id)
+    def key_rows(self) -> list[KeyRow]:
+        """(keys, description, binding id) of every key, after the keymap."""
+        return key_rows(self.BINDINGS, self.settings.keymap)
+
+    # -- the engine's events, each handled once ----------------------------------------------
+
+    async def on_engine_event(self, message: EngineEvent) -> None:
+        match message.event:
+            case ev.EngineLoading(text=text, fraction=fraction):
+                self.main_screen.query_one(ModelStatus).show(text, fraction)
+            case ev.EngineReady() as ready:
+                await self._engine_ready(ready)
+            case ev.EngineFailed() as failed:
+                if not self.chats.engine_started:
+                    self.exit(return_code=2, message=f"blockpool-tui: error: {failed.error}")
+                    return
+                await self.chats.engine_failed(failed)
+            case ev.RequestAccepted() as accepted:
+                self.chats.accepted(accepted)
+            case ev.RequestRefused() as refused:
+                await self.chats.refused(refused)
+            case ev.TokensGenerated() as step:
+                await self.chats.tokens(step)
+            case ev.RequestEnded() as ended:
+                await self.chats.ended(ended)
+            case ev.ContextAdopted() as adopted:
+                self.chats.adopted(adopted)
+            case ev.Forked() as forked:
+                self.forks.forked(forked)
+            case ev.ForkFailed() as failed_fork:
+                self.forks.fork_failed(failed_fork)
+            case ev.EngineStats() as stats:
+                self.stats = stats
+
+    async def _engine_ready(self, ready: ev.EngineReady) -> None:
+        description = f"server {self.settings.server}" if self.settings.server else pool_description(ready.pool)
+        self.sub_title = f"{self.settings.model_name} · {description}"
+        self._show_connection()
+        self.main_screen.query_one(ModelStatus).display = False
+        await self.chats.engine_ready(ready)  # sends what was queued meanwhile
+
+    def on_server_status(self, message: ServerStatus) -> None:
+        self.server_status = message
+
+    def watch_stats(self, stats: ev.EngineStats | None) -> None:
+        if stats is not None:
+            self.chats.take_stats(stats)
+            self.panels.stats_arrived()
+
+    def watch_server_status(self) -> None:
+        self._show_connection()
         self.refresh_panels()
-        return agent
 
-    async def restore_agent(self, record: AgentRecord) -> None:
-        """Reopen a saved agent with its transcript; its context is adopted by the engine."""
-        assert self.sessions is not None and self.worker is not None
-        agent = await self.open_agent(record.name, activate=False, system=record.system_prompt, record_id=record.id)
-        messages = self.sessions.messages(record)
-        for user_text, reply in kept_turns(messages):
-            agent.conversation.turns += [ChatTurn("user", user_text), ChatTurn("assistant", reply)]
-        await self.pane(agent.agent_id).show_saved(messages)
-        if record.context_tokens:
-            agent.context_tokens = len(record.context_tokens)
-            self.worker.send(AdoptContext(agent.agent_id, tuple(record.context_tokens)))
+    def _show_connection(self) -> None:
+        if (status := self.server_status) is not None:
+            self.sub_title = connection_title(self.settings.model, status)
 
-    def activate(self, agent_id: str) -> None:
-        """Show an agent's chat and focus its composer now, so the very next key typed goes to it."""
-        self.tabs.active = agent_id
-        composer = self.pane(agent_id).input
-        # Not composer.focus(): it waits behind every key already queued, which would go to the old agent.
-        self.main_screen.set_focus(composer)
-        if self.focused is not composer:  # not focusable yet (being mounted): focus it when it can be
-            composer.focus()
-
-    async def close_agent_now(self, agent: Agent) -> None:
-        if self.worker is not None:
-            self.worker.send(CloseAgent(agent.agent_id))
-        self.roster.close(agent.agent_id)
-        if self.sessions is not None:
-            self.sessions.agent_closed(agent.agent_id)
-        self._user_messages.pop(agent.agent_id, None)
-        await self.tabs.remove_pane(agent.agent_id)
-        if (active := self.active_agent) is not None:
-            self.activate(active.agent_id)
-        self.refresh_panels()
-
-    # -- widgets' messages --------------------------------------------------------
+    # -- the widgets' messages -----------------------------------------------------------------
 
     @on(AgentList.Chosen)
     def _on_agent_chosen(self, event: AgentList.Chosen) -> None:
-        self.activate(event.agent_id)
+        self.agent_tabs.activate(event.agent_id)
 
     @on(TabbedContent.TabActivated)
     async def _on_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -255,29 +241,48 @@ class BlockpoolApp(EngineLink, ServerPanels, PanelFeed, AgentForks, AppActions, 
             await pane.catch_up()
         self.refresh_panels()  # the highlighted agent
 
-    def exit(self, result: None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
-        """Stop the engine thread and drop what it still posts, then exit as usual."""
-        if self.worker is not None:
-            self.worker.request_stop()  # now: the shutdown below takes a while
-        self.disable_messages(*ENGINE_MESSAGES, ServerStatus)
-        super().exit(result, return_code, message)
+    async def on_chat_pane_sent(self, event: ChatPane.Sent) -> None:
+        if (agent := self.roster.get(event.agent_id)) is not None:
+            await self.chats.send(agent, event.text)
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``blockpool-tui [options]`` (see ``--help``)."""
-    fastblas.reexec_if_needed()  # before anything imports MLX
-    try:
-        settings = parse_settings(argv)
-    except SettingsError as exc:
-        print(f"blockpool-tui: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
-        store, warning = open_store(settings)
-        app = BlockpoolApp(settings, store=store)
-    except SessionStoreError as exc:
-        print(f"blockpool-tui: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if warning is not None:
-        print(f"blockpool-tui: warning: {warning}", file=sys.stderr)
-        app.startup_warnings.append(warning)
-    app.run()
-    raise SystemExit(app.return_code or 0)
+    # -- the keys' actions ---------------------------------------------------------------------
+
+    async def action_new_agent(self) -> None:
+        await self.agent_tabs.open()
+
+    def action_rename_agent(self) -> None:
+        self.dialogs.rename()
+
+    async def action_close_agent(self) -> None:
+        await self.dialogs.close()
+
+    async def action_fork_agent(self) -> None:
+        await self.forks.fork_active()
+
+    def action_broadcast(self) -> None:
+        self.dialogs.broadcast()
+
+    def action_cancel_reply(self) -> None:
+        if (agent := self.active_agent) is not None:
+            self.chats.cancel(agent)
+
+    def action_export(self) -> None:
+        self.dialogs.export()
+
+    def action_next_agent(self) -> None:
+        self.agent_tabs.cycle(+1)
+
+    def action_prev_agent(self) -> None:
+        self.agent_tabs.cycle(-1)
+
+    def action_refresh_rate(self) -> None:
+        self.dialogs.refresh_rate()
+
+    def action_help(self) -> None:
+        self.dialogs.help()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in PALETTE:
+            yield SystemCommand(title, help_text, partial(self.run_action, action))
+

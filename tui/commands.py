@@ -1,4 +1,5 @@
-"""What the command palette offers and what the help screen lists."""
+"""The app's keys (``KEY_BINDINGS``, each with an id a keymap can remap), what the command palette
+offers, and what the help screen lists."""
 
 from __future__ import annotations
 
@@ -8,6 +9,27 @@ from textual.binding import Binding, BindingType
 
 # (keys, description, binding id; "" for keys that cannot be remapped)
 KeyRow = tuple[str, str, str]
+
+KEY_BINDINGS: list[BindingType] = [
+    Binding("ctrl+n", "new_agent", "New agent", id="new_agent"),
+    Binding("f2", "rename_agent", "Rename agent", id="rename_agent"),
+    Binding("f4", "close_agent", "Close agent", id="close_agent"),
+    # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
+    Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
+    Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
+    Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
+    # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
+    Binding("ctrl+e", "export", "Export", id="export", priority=True),
+    # Priority: the composer would take f6 as "select line".
+    Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False, priority=True),
+    Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False,
+            priority=True),
+    Binding("f3", "refresh_rate", "Refresh rate", id="refresh_rate", show=False),
+    Binding("f1", "help", "Help", id="help_f1"),
+    # Not a priority: the composer types every "?", so this is only for focus elsewhere (the agent list).
+    Binding("question_mark", "help", "Help (focus outside the message)", id="help", key_display="?",
+            show=False),
+]
 
 # (title, help, action) of each command the palette adds to Textual's own.
 PALETTE = (

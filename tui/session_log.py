@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.private import free_name, private_dir, write_private_text
-from engine.sessions import (
+from frontend.sessions import (
     AgentRecord,
     CorruptSessionStore,
     Message,
@@ -21,9 +21,6 @@ from engine.sessions import (
 )
 
 from tui.settings import TuiSettings
-
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-
 
 def open_store(settings: TuiSettings) -> tuple[SessionStore, str | None]:
     """The session database under ``settings.data_dir`` (else the user data folder), and a
@@ -51,7 +48,7 @@ class SessionLog:
     def __init__(self, store: SessionStore, settings: TuiSettings,
                  warn: Callable[[str], object] = print) -> None:
         self.store = store
-        self.model = settings.model or DEFAULT_MODEL_NAME
+        self.model = settings.model_name
         self.warn = warn
         last = store.last_session()
         resume = settings.resume if settings.resume is not None else last is not None and last.model == self.model

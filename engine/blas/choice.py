@@ -8,14 +8,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from engine import env
+from engine.env import BLAS_THREADS as THREADS_ENV
+from engine.env import BLAS_WARNED as WARNED_ENV
+from engine.env import FAST_BLAS as OPT_OUT_ENV
+
 from .cpu import CpuInfo, read_cpu
 from .libraries import Library, candidates
 from .probe import Verdict, probe
 from .verdicts import VerdictCache
 
-OPT_OUT_ENV = "BLOCKPOOL_FAST_BLAS"
-THREADS_ENV = "BLOCKPOOL_BLAS_THREADS"
-WARNED_ENV = "BLOCKPOOL_BLAS_WARNED"  # libraries already reported; child processes stay quiet
 # One thread: see benchmarks/blas_threads.md. On 2 shared cores a second BLAS thread
 # bought little quiet and cost much when another process held a core.
 DEFAULT_THREADS = 1
@@ -42,7 +44,7 @@ class Choice:
 def choose(*, cache: VerdictCache | None = None, warn: bool = True) -> Choice:
     """Probe (or recall) each candidate in turn; warn once per rejected library."""
     threads = blas_threads()
-    if os.environ.get(OPT_OUT_ENV) == "0":
+    if env.fast_blas_opted_out():
         return Choice(None, None, threads, f"{OPT_OUT_ENV}=0 (opted out)")
     found = candidates()
     if not found:
@@ -76,7 +78,7 @@ def verdict_for(library: Library, cpu: CpuInfo, cache: VerdictCache, threads: in
 def blas_threads() -> int:
     """``$BLOCKPOOL_BLAS_THREADS``, else ``$OPENBLAS_NUM_THREADS``, else the measured default."""
     for name in (THREADS_ENV, "OPENBLAS_NUM_THREADS"):
-        text = os.environ.get(name)
+        text = env.text(name)
         if not text:
             continue
         if text.strip().isdigit() and int(text) >= 1:
@@ -92,7 +94,7 @@ def rejected_note(library: Library, verdict: Verdict, instead: str) -> str:
 
 def _warn_rejected(rejected: list[tuple[Library, Verdict]], *, instead: str) -> None:
     """One line per rejected library, once per process tree."""
-    warned = [p for p in os.environ.get(WARNED_ENV, "").split(os.pathsep) if p]
+    warned = [p for p in (env.text(WARNED_ENV) or "").split(os.pathsep) if p]
     for library, verdict in rejected:
         if str(library.path) in warned:
             continue

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .libraries import Library
+from engine.env import BLAS_PRELOADED as PRELOADED_ENV
 
-PRELOADED_ENV = "BLOCKPOOL_BLAS_PRELOADED"  # the LD_PRELOAD entry we added, so we can take it out
+from .libraries import Library
 
 
 def without_preload(env: Mapping[str, str]) -> dict[str, str]:

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import env
+from engine.env import BLAS_LIB as LIB_ENV
 from engine.loading.paths import cache_dir
-
-LIB_ENV = "BLOCKPOOL_BLAS_LIB"
 # Debian/Ubuntu's DYNAMIC_ARCH OpenBLAS (apt install libopenblas0-pthread).
 _SYSTEM_OPENBLAS = "/usr/lib/{arch}-linux-gnu/openblas-pthread/libopenblas.so.0"
 
@@ -35,8 +35,8 @@ class Library:
 
 def candidates() -> list[Library]:
     """The libraries to try, best first; empty off Linux (macOS has Accelerate)."""
-    if explicit := os.environ.get(LIB_ENV):
-        path = Path(explicit).expanduser().absolute()
+    if (explicit := env.path(LIB_ENV)) is not None:
+        path = explicit.absolute()
         return [Library(path=path, load_path=path, source=LIB_ENV)]
     if sys.platform != "linux":
         return []

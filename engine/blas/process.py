@@ -18,7 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .choice import OPT_OUT_ENV, Choice, choose
+from engine import env
+
+from .choice import Choice, choose
 from .environment import PRELOADED_ENV, preload_vars, split, without_preload
 
 
@@ -51,7 +53,7 @@ def fallback_notes() -> tuple[str, ...]:
 
 def preloaded() -> str | None:
     """The library a parent put on LD_PRELOAD for us, if it is still there."""
-    path = os.environ.get(PRELOADED_ENV)
+    path = env.text(PRELOADED_ENV)
     return path if path and path in split(os.environ.get("LD_PRELOAD")) else None
 
 
@@ -76,7 +78,7 @@ def mapped_blas_files() -> list[str]:
 
 def load_in_process() -> None:
     """Load the chosen BLAS into this process before MLX, once; warn once if MLX came first."""
-    if _state.load_attempted or preloaded() is not None or os.environ.get(OPT_OUT_ENV) == "0":
+    if _state.load_attempted or preloaded() is not None or env.fast_blas_opted_out():
         return
     _state.load_attempted = True
     choice = current_choice()

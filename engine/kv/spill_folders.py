@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 
 from engine.private import DIR_MODE
-from engine.sessions import data_dir as default_data_dir
+from engine.loading.paths import data_dir as default_data_dir
 
 logger = logging.getLogger(__name__)
 

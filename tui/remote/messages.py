@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,3 +30,7 @@ class ServerStatus(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ServerStatus)
+
+
+# Posts the connection's state to the app (``App.post_message`` is thread-safe).
+PostStatus = Callable[[ServerStatus], object]

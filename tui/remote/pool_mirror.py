@@ -16,7 +16,9 @@ EMPTY = PoolSnapshot(total_blocks=0, block_tokens=0, bytes_per_block=0, n_layers
 
 
 class PoolMirror:
-    """Bookkeeping only: block id -> (layer id, owner). Used by one thread (the engine worker's)."""
+    """The remote engine's ``engine.protocol.PoolSource``: a picture of the server's pool, not a pool
+    (nothing is allocated here). Bookkeeping only: block id -> (layer id, owner); used by one
+    thread (the owner thread)."""
 
     def __init__(self) -> None:
         self.base: PoolSnapshotEvent | None = None  # None until the server's first snapshot

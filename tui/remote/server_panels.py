@@ -1,74 +1,39 @@
-"""The app's side of a server: the connection in the header, and panels that say what the server shows.
+"""What the side panels say of a server (``--server``), and the header's connection.
 
-A mixin of ``BlockpoolApp``, placed before ``PanelFeed`` so that its ``_draw_panels``
-runs the usual drawing first. With ``blockpool serve`` the usual drawing is right (the
-server's real pool and telemetry arrive as engine stats); with any other server the
-block map and gather panels say what it does not expose, and the engine panel shows the
-figures of its ``/metrics``.
+With ``blockpool serve`` the usual drawing is right (the server's real pool and telemetry
+arrive as engine stats); with any other server the block map and gather panels say what it
+does not expose, and the engine panel shows the figures of its ``/metrics``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.text import Text
+from textual.screen import Screen
 
-from tui.messages import EngineReady
 from tui.remote.messages import ServerStatus
 from tui.remote.metrics_view import ServerFigures, figure_rows, missing
-from tui.settings import TuiSettings
 from tui.widgets import BlockMapPanel, EnginePanel, LatencyPanel
 
-if TYPE_CHECKING:
-    from textual.app import App
-    from textual.screen import Screen
-
-    _AppBase = App[None]
-else:
-    _AppBase = object
-
-STATE_STYLES = {"connecting": "yellow", "connected": "green", "unreachable": "red", "refused": "red"}
 
 
-class ServerPanels(_AppBase):
-    settings: TuiSettings
-    server_status: ServerStatus | None
+def connection_title(model: str | None, status: ServerStatus) -> str:
+    """The header after the title: the model and the connection's state."""
+    return f"{model or status.model or 'the server’s model'} · {status.text}"
 
-    if TYPE_CHECKING:  # provided by BlockpoolApp and PanelFeed
-        main_screen: Screen
 
-        def refresh_panels(self) -> None: ...
-
-    def on_server_status(self, message: ServerStatus) -> None:
-        self.server_status = message
-        self._show_connection()
-        self.refresh_panels()
-
-    def on_engine_ready(self, message: EngineReady) -> None:
-        self._show_connection()  # after the engine link's title
-
-    def _show_connection(self) -> None:
-        if (status := self.server_status) is not None:
-            model = self.settings.model or status.model or "the server’s model"
-            self.sub_title = f"{model} · {status.text}"
-
-    def _draw_panels(self) -> None:
-        super()._draw_panels()  # type: ignore[misc]
-        status = self.server_status
-        if status is None:
-            return
-        screen = self.main_screen
-        if status.has_pool:
-            if status.state != "connected":  # the map would be stale: the pool comes back with the connection
-                screen.query_one(BlockMapPanel).show_note(Text(f"{status.text}\nthe server's pool shows again "
-                                                               "once it is back", style="yellow"))
-            return
-        screen.query_one(EnginePanel).border_title = "Server"
-        figures = status.figures
-        screen.query_one(BlockMapPanel).show_note(_pool_note(figures))
-        screen.query_one(LatencyPanel).show_note(_latency_note(figures))
-        state = ("server", status.state)
-        screen.query_one(EnginePanel).show_rows((state, *figure_rows(figures or ServerFigures())))
+def draw_server_panels(screen: Screen, status: ServerStatus) -> None:
+    """After the usual drawing: what this server shows, or says it does not."""
+    if status.has_pool:
+        if status.state != "connected":  # the map would be stale: the pool comes back with the connection
+            screen.query_one(BlockMapPanel).show_note(Text(f"{status.text}\nthe server's pool shows again "
+                                                           "once it is back", style="yellow"))
+        return
+    screen.query_one(EnginePanel).border_title = "Server"
+    figures = status.figures
+    screen.query_one(BlockMapPanel).show_note(_pool_note(figures))
+    screen.query_one(LatencyPanel).show_note(_latency_note(figures))
+    state = ("server", status.state)
+    screen.query_one(EnginePanel).show_rows((state, *figure_rows(figures or ServerFigures())))
 
 
 def _pool_note(figures: ServerFigures | None) -> Text:

@@ -1,6 +1,6 @@
 """Keeps an eye on the server: connects, follows its pool or metrics, and reconnects with backoff.
 
-With ``blockpool serve`` it follows ``/v1/events`` (the events go to the engine worker,
+With ``blockpool serve`` it follows ``/v1/events`` (the events go to the owner thread,
 which mirrors the pool and feeds the telemetry panels); with any other server it scrapes
 ``/metrics`` every ``refresh_s``. Every change of state is posted as a ``ServerStatus``.
 """

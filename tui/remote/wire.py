@@ -15,7 +15,7 @@ from typing import Any
 
 
 class MessagesTemplate:
-    """Stands where the tokenizer stands for the app: renders messages for the server, decodes nothing."""
+    """The remote engine's ``engine.protocol.ChatTokenizer``: renders messages for the server, decodes nothing."""
 
     has_chat_template = True
     eos_token = ""
@@ -25,6 +25,11 @@ class MessagesTemplate:
                             tokenize: bool = False) -> str:
         assert not tokenize, "a server takes messages, not token ids"
         return json.dumps(messages, ensure_ascii=False)
+
+    def decode(self, token_ids: list[int], *, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool = False) -> str:
+        """No token id of a server's context reaches this TUI (``adopt`` keeps none): nothing to decode."""
+        return ""
 
 
 def decode_messages(prompt: str) -> list[dict[str, str]]:
@@ -38,10 +43,15 @@ def decode_messages(prompt: str) -> list[dict[str, str]]:
     return messages
 
 
-def chat_body(model: str | None, messages: list[dict[str, str]], *, max_tokens: int,
-              temperature: float) -> dict[str, Any]:
+def chat_body(model: str | None, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
+              top_p: float = 1.0, stop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A streamed chat request; ``top_p`` and ``stop`` go only when they differ from the defaults."""
     body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature,
                             "stream": True, "stream_options": {"include_usage": True}}
+    if top_p != 1.0:
+        body["top_p"] = top_p
+    if stop:
+        body["stop"] = list(stop)
     if model is not None:
         body["model"] = model
     return body

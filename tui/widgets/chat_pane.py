@@ -22,7 +22,7 @@ from tui.widgets.chat_input import ChatInput
 from tui.widgets.chat_message import ChatMessage, Role
 
 if TYPE_CHECKING:
-    from engine.sessions import Message as SavedMessage
+    from frontend.sessions import Message as SavedMessage
 
 
 @dataclass(frozen=True, slots=True)

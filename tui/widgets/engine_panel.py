@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.messages import EngineStats
+from engine.owner_messages import EngineStats
 
 Rows = tuple[tuple[str, str], ...]
 

@@ -1,47 +1,52 @@
-"""``blockpool``: the seed's experiments, the benchmarks and a short demo from the command line.
+"""``blockpool``: the seed's experiments, the benchmarks, a short demo, exports, the doctor and the
+server (``blockpool serve``) from the command line; the subcommands' work is in ``blockpool.commands``.
 
-Nothing heavy is imported at module level: importing ``engine`` loads the fast BLAS
-(``engine.fastblas``), which must happen before MLX loads.
+The top of the dependency graph: it may import every package. Nothing heavy is imported at
+module level: importing ``engine`` loads the fast BLAS (``engine.fastblas``), which must
+happen before MLX loads.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine import fastblas
+from engine.loading.paths import DEFAULT_MODEL_NAME
+
+from .commands import (
+    UsageError,
+    cmd_bench,
+    cmd_demo,
+    cmd_doctor,
+    cmd_exp005,
+    cmd_exp006,
+    cmd_export,
+    cmd_serve,
+    run_serve,
+)
 
 DEFAULT_OUT = Path("experiments")
-BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-class UsageError(Exception):
-    """A problem with what the user asked for (exit code 2, message on stderr)."""
+def _int_at_least(minimum: int, words: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def context_list(text: str) -> list[int]:
@@ -50,146 +55,6 @@ def context_list(text: str) -> list[int]:
     if not parts:
         raise argparse.ArgumentTypeError("expected comma-separated token counts such as 4096,8192")
     return [positive_int(p) for p in parts]
-
-
-# -- subcommands -------------------------------------------------------------------
-
-
-def cmd_exp005(args: argparse.Namespace) -> int:
-    from engine.experiments.exp005 import run_exp005
-
-    model, tokenizer = load(args.model, args.dtype)
-    name = args.model or "embedded SmolLM2-135M-Instruct"
-    with telemetry_recorder(args.telemetry_log) as recorder:
-        print(f"EXP-005 on {name}, max_tokens={args.max_tokens}")
-        result = run_exp005(model, tokenizer, out_dir=args.out, model_name=name, max_tokens=args.max_tokens,
-                            leak_runs=args.leak_runs, recorder=recorder, kv_bits=args.kv_bits)
-    print_artifacts(result.artifacts)
-    print(f"EXP-005 {'PASS (GO)' if result.go else 'FAIL (NO-GO)'}")
-    return 0 if result.go else 1
-
-
-def cmd_exp006(args: argparse.Namespace) -> int:
-    from engine.experiments.exp006 import SyntheticShape, run_exp006
-    from engine.experiments.exp006_report import verdict, verdict_line
-
-    try:
-        shape = SyntheticShape(n_layers=args.layers, n_kv_heads=args.kv_heads, head_dim=args.head_dim,
-                               block_tokens=args.block_tokens, sliding_window=args.window,
-                               global_every=args.global_every)
-        shape.spec()
-    except ValueError as exc:
-        raise UsageError(f"invalid synthetic shape: {exc}") from exc
-    result = run_exp006(args.out, runs=args.runs, contexts=args.contexts, shape=shape,
-                        concat_runs=args.concat_runs, warmup=args.warmup, kv_bits=args.kv_bits)
-    print_artifacts(result.artifacts)
-    print(verdict_line(result).replace("**", ""))
-    return 1 if args.strict and verdict(result.headline.gather) != "GO" else 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    runner = BENCHMARKS_DIR / "run_all.py"
-    if not runner.is_file():
-        raise UsageError(f"no benchmarks at {BENCHMARKS_DIR}: they ship with the source checkout, not the wheel")
-    command = [sys.executable, str(runner), *args.names, *(["--quick"] if args.quick else [])]
-    return subprocess.call(command)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.experiments.demo import run_demo
-
-    model, tokenizer = load(args.model, args.dtype)
-    with telemetry_recorder(args.telemetry_log) as recorder:
-        run_demo(model, tokenizer, num_agents=args.agents, max_tokens=args.max_tokens, recorder=recorder,
-                 kv_bits=args.kv_bits)
-    return 0
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from engine.doctor import run_doctor
-
-    return run_doctor(measure=not args.no_measure)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    return run_serve(args.serve_args)
-
-
-def run_serve(argv: Sequence[str]) -> int:
-    from server.cli import main as serve_main  # lazy: the engine does not depend on the server
-
-    return serve_main(argv)
-
-
-# -- shared pieces -----------------------------------------------------------------
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from engine.private import free_name, write_private_text
-    from engine.sessions import SessionStore, SessionStoreError, export_markdown
-
-    try:
-        store = SessionStore(args.data_dir / "sessions.db" if args.data_dir is not None else None)
-        session = store.session(args.session) if args.session is not None else store.last_session()
-    except SessionStoreError as exc:
-        raise UsageError(str(exc)) from exc
-    if session is None:
-        raise UsageError(f"no sessions in {store.path}; run blockpool-tui first")
-    agents = store.agents(session.id, include_closed=True)
-    chosen = [a for a in agents if args.agent is None or a.name == args.agent]
-    if not chosen:
-        names = ", ".join(repr(a.name) for a in agents) or "none"
-        raise UsageError(f"no agent {args.agent!r} in session {session.id} (agents: {names})")
-    text = "\n".join(export_markdown(store, agent) for agent in chosen)
-    if args.out is None:
-        print(text, end="")
-        return 0
-    # Never over an existing file unless told: a free name instead (-2, -3, ...).
-    out = args.out if args.force else free_name(args.out)
-    try:
-        write_private_text(out, text, overwrite=args.force)
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc}") from exc
-    print_artifacts([out])
-    return 0
-
-
-def load(name: str | None, dtype: str | None) -> tuple[Any, Any]:
-    """Load a model; a bad name becomes a UsageError carrying the loader's message."""
-    from engine import ModelLoadError, load_model
-
-    try:
-        return load_model(name, dtype=dtype)
-    except ModelLoadError as exc:
-        raise UsageError(str(exc)) from exc
-
-
-@contextmanager
-def telemetry_recorder(path: Path | None) -> Iterator[Any]:
-    """A Recorder writing a JSON Lines log to ``path`` while the block runs; None without a path."""
-    if path is None:
-        yield None
-        return
-    from telemetry import JsonlWriter, Recorder
-
-    recorder = Recorder()
-    try:
-        writer = JsonlWriter(path).attach(recorder)
-    except OSError as exc:
-        raise UsageError(str(exc)) from exc
-    try:
-        yield recorder
-    finally:
-        writer.close()
-        print(f"telemetry log: {path}")
-
-
-def print_artifacts(paths: Sequence[Path]) -> None:
-    for path in paths:
-        print(f"wrote {path}")
-
-
-# -- parser ------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="NAME",
                    help="model to load: a .gguf file, an mlx-lm directory, a hub id or 'gemma3-270m' "
-                        "(default: the embedded SmolLM2-135M-Instruct)")
+                        f"(default: the embedded {DEFAULT_MODEL_NAME})")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "quantized"),
                    help="weights dtype (default: float32 on the CPU backend, quantized on a GPU)")
 
@@ -347,13 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _module_main() -> int:
-    """``python -m engine.cli``: a re-exec must restart the module, not engine/cli.py as a script."""
+def module_main() -> int:
+    """``python -m blockpool``: a re-exec must restart the module, not blockpool/__main__.py as a script."""
     argv = sys.argv[1:]
-    sys.argv = ["-m", "engine.cli", *argv]
+    sys.argv = ["-m", "blockpool", *argv]
     fastblas.reexec_if_needed()
     return main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(_module_main())

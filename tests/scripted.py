@@ -1,4 +1,4 @@
-"""A scripted stand-in for ``BlockPoolBatchEngine``: same interface, no model, fixed output.
+"""A scripted ``engine.protocol.Engine``: the whole interface, no model, fixed output.
 
 For snapshot tests and demos only: replies come from a script, one word per step;
 blocks are taken from a real ``BlockPool``; telemetry carries fixed timestamps and
@@ -38,6 +38,11 @@ class ScriptedTokenizer:
     def encode(self, text: str) -> list[int]:
         return [i + 1 for i, _ in enumerate(_WORD.findall(text))]
 
+    def decode(self, token_ids: list[int], *, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool = False) -> str:
+        """Words are not kept: an adopted context reads as one word per token (a turn after it starts fresh)."""
+        return " ".join("word" for _ in token_ids)
+
     def apply_chat_template(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = False,
                             tokenize: bool = False) -> str:
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}{EOS}\n" for m in messages)
@@ -58,7 +63,7 @@ class _Turn:
 
 
 class ScriptedEngine:
-    """Implements the engine calls the TUI makes; see the module docstring.
+    """Implements ``engine.protocol.Engine``; see the module docstring.
 
     Args:
         replies: reply texts, handed out in submit order (cycling).
@@ -148,6 +153,11 @@ class ScriptedEngine:
     def spilled_agents(self) -> set[str]:
         return set()  # the script never spills
 
+    fork = None  # the script keeps no K/V to share
+
+    def close(self) -> dict[str, str]:
+        return {}  # nothing to save: the script keeps no K/V
+
     @property
     def num_active(self) -> int:
         return sum(t.prefilled for t in self._turns.values())
@@ -207,3 +217,17 @@ class ScriptedEngine:
 
     def _now(self, step: int | None = None) -> float:
         return START_TS + 0.1 * (step if step is not None else 0)
+
+
+def scripted_app(replies: Sequence[str], *, store=None, total_blocks: int = 320,
+                 hold_after: dict[str, int] | None = None, blas_notes: Sequence[str] | None = None, **settings):
+    """blockpool-tui over a ``ScriptedEngine`` (two agents unless told): for flows that do not
+    depend on what the model says, and for snapshots."""
+    from tui.app import BlockpoolApp
+    from tui.settings import TuiSettings
+
+    def factory(progress, recorder):
+        return ScriptedEngine(replies=replies, total_blocks=total_blocks, recorder=recorder, hold_after=hold_after)
+
+    return BlockpoolApp(TuiSettings(**{"agents": 2, **settings}), engine_factory=factory, store=store,
+                        blas_notes=blas_notes)

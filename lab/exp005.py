@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pool import BlockPool, ModelCacheSpec
 from telemetry import Recorder
 
 from .exp005_report import write_artifacts
+from .exp005_results import Divergence, Exp005Result, LeakCheck, PromptResult
 from .report import machine_info
 
 SEED_PROMPTS: tuple[tuple[str, str], ...] = (
@@ -35,97 +35,6 @@ AGENT_ID = "test_agent"
 LEAK_RUNS = 10
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """Where the engine's output first departs from the reference."""
-
-    char_index: int
-    token_index: int | None = None  # None when the token ids agree and only the text differs
-    expected_id: int | None = None
-    expected_text: str | None = None
-    actual_id: int | None = None
-    actual_text: str | None = None
-
-    def describe(self) -> str:
-        if self.token_index is None:
-            return f"token ids identical; text differs from character {self.char_index}"
-        return (f"first divergent token #{self.token_index}: expected {self.expected_id} "
-                f"{self.expected_text!r}, actual {self.actual_id} {self.actual_text!r} "
-                f"(text differs from character {self.char_index})")
-
-
-@dataclass
-class PromptResult:
-    label: str
-    prompt: str
-    max_tokens: int
-    reference: str
-    reference_s: float
-    actual: str = ""
-    engine_s: float = 0.0
-    prompt_tokens: int = 0
-    token_count: int = 0
-    finish_reason: str | None = None
-    error: str | None = None
-    token_ids: list[int] = field(default_factory=list)
-    divergence: Divergence | None = None
-
-    @property
-    def match(self) -> bool:
-        return self.actual == self.reference
-
-    @property
-    def generated_tokens(self) -> int:
-        return self.token_count - self.prompt_tokens
-
-    @property
-    def no_error(self) -> bool:
-        return self.error is None and self.finish_reason in ("stop", "length")
-
-    @property
-    def tokens_in_range(self) -> bool:
-        return 1 <= self.generated_tokens <= self.max_tokens
-
-    @property
-    def time_ratio(self) -> float | None:
-        return self.engine_s / self.reference_s if self.reference_s > 0 and self.engine_s > 0 else None
-
-
-@dataclass(frozen=True)
-class LeakCheck:
-    runs: int
-    initial_used: int
-    peak_used: int
-    final_used: int
-    errors: int
-
-    @property
-    def ok(self) -> bool:
-        return self.final_used == self.initial_used and self.errors == 0
-
-
-@dataclass
-class Exp005Result:
-    model_name: str
-    spec: ModelCacheSpec
-    max_tokens: int
-    prompts: list[PromptResult]
-    leak: LeakCheck
-    machine: dict[str, Any]
-    artifacts: list[Path] = field(default_factory=list)
-
-    @property
-    def go(self) -> bool:
-        """The seed's GO criteria: all byte-identical, no errors, token counts in range."""
-        return all(p.match and p.no_error and p.tokens_in_range for p in self.prompts)
-
-    @property
-    def time_ratio(self) -> float | None:
-        ref = sum(p.reference_s for p in self.prompts)
-        eng = sum(p.engine_s for p in self.prompts)
-        return eng / ref if ref > 0 and eng > 0 else None
 
 
 def generate_reference(model: Any, tokenizer: Any, prompt: str, max_tokens: int) -> tuple[str, float]:

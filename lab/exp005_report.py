@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
-
+from .exp005_results import Exp005Result, PromptResult
 from .report import fmt, machine_section, mark, markdown_table, write_json, write_text
-
-if TYPE_CHECKING:
-    from .exp005 import Exp005Result, PromptResult
 
 REFERENCES_JSON = "exp_005_references.json"
 RESULTS_CSV = "exp_005_results.csv"

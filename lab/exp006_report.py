@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from telemetry import LatencyStats, histogram, text_histogram
 
+from .exp006_data import ContextResult, Exp006Result
 from .report import device_line, fmt, machine_section, markdown_table, write_json, write_text
-
-if TYPE_CHECKING:
-    from .exp006 import ContextResult, Exp006Result
 
 TIMINGS_JSON = "exp_006_timings.json"
 HISTOGRAM_PNG = "exp_006_histogram.png"
 HISTOGRAM_TXT = "exp_006_histogram.txt"
 REPORT_MD = "EXP-006-block-gather-benchmark.md"
+PLOT_EXTRA_HINT = (f"matplotlib is not installed, so the histogram is text ({HISTOGRAM_TXT}); for the PNG install "
+                   "the experiments extra: pip install 'blockpool[experiments]' (make setup does)")
 
 GO_P95_MS = 5.0  # the seed's thresholds (stated for Apple GPUs)
 NO_GO_P95_MS = 10.0
@@ -77,6 +76,11 @@ def write_artifacts(result: Exp006Result, out_dir: Path) -> list[Path]:
     paths.append(write_histogram(result, out_dir))
     paths.append(write_text(out_dir / REPORT_MD, markdown_report(result, paths[-1].name)))
     return paths
+
+
+def plot_hint(artifacts: list[Path]) -> str | None:
+    """What to install for the PNG histogram, when the run wrote the text one."""
+    return PLOT_EXTRA_HINT if any(path.name == HISTOGRAM_TXT for path in artifacts) else None
 
 
 def write_histogram(result: Exp006Result, out_dir: Path) -> Path:

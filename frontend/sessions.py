@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from array import array
 from collections.abc import Iterator
@@ -25,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .private import FILE_MODE, free_name, private_dir, private_file
+from engine.env import DATA_DIR as DATA_DIR_ENV
+from engine.loading.paths import data_dir
+from engine.private import FILE_MODE, free_name, private_dir, private_file
 
-DATA_DIR_ENV = "BLOCKPOOL_DATA_DIR"
 SCHEMA_VERSION = 1
 Status = Literal["complete", "generating", "interrupted", "cancelled", "error"]
 
@@ -82,16 +82,6 @@ class CorruptSessionStore(SessionStoreError):
                 os.replace(side, target.with_name(target.name + suffix))
         os.replace(self.path, target)
         return target
-
-
-def data_dir() -> Path:
-    """``$BLOCKPOOL_DATA_DIR``, else the platform's user data folder."""
-    if explicit := os.environ.get(DATA_DIR_ENV):
-        return Path(explicit).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "blockpool"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "blockpool"
 
 
 @dataclass(frozen=True)
