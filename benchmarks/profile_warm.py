@@ -4,10 +4,11 @@ A cold turn on a ~2,000-token history, then warm turns of 18 tokens (``max_token
 phase timed by wrapping the function that does it (wall time; phases nest inside ``step``):
   open        Contexts.open: the context (prefix lookup for a fresh one)
   materialize Contexts.materialize: hot-set hit, or gather from blocks
-  merge       mlx-lm's _merge_caches: the request's caches into a batch cache
-  prefill     PromptProcessingBatch.prompt: the turn's new tokens but the last
+  one pass    ModelRunner.first_token: the turn read and its first token sampled, one forward
+  merge       mlx-lm's _merge_caches: caches into a batch cache (a cold turn; a reply going on)
+  prefill     PromptProcessingBatch.prompt: prompt tokens but the last (a cold turn)
   to-decode   PromptProcessingBatch.generate: the batch moves to decoding; its first decode step
-  decode      GenerationBatch.next after that: evaluates the first token
+  decode      GenerationBatch.next: a decode step of the batch
   write-back  Contexts.write_back: the turn's tokens into blocks, the hot set kept
 and mlx-lm's own ``stream_generate`` on a prompt cache in the same run. Writes
 ``benchmarks/results/profile_warm.json``; the README and ``benchmarks/warm_phases.md`` hold a
@@ -31,6 +32,7 @@ from bench_warm import TURN, history_ids, mlx_turn, settle
 from common import base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine
 from engine.contexts import Contexts
+from engine.runner import ModelRunner
 from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
 
@@ -38,6 +40,7 @@ GENERATE = sys.modules["mlx_lm.generate"]
 PHASES: dict[str, tuple[Any, str]] = {
     "open": (Contexts, "open"),
     "materialize": (Contexts, "materialize"),
+    "one pass": (ModelRunner, "first_token"),
     "merge": (GENERATE, "_merge_caches"),
     "prefill": (GENERATE.PromptProcessingBatch, "prompt"),
     "to-decode": (GENERATE.PromptProcessingBatch, "generate"),

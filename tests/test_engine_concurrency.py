@@ -14,7 +14,8 @@ PROMPTS = {
     "question": "What is the capital of France? Explain why it became the capital.",
 }
 FIRST_TURN = "Name three colours of the rainbow."
-SECOND_TURN = " Now name two more, and say which one you like best."
+# A continuation that generates (the first one tried ended at once with EOS, as in mlx_lm.generate).
+SECOND_TURN = " Then name two more colours of the rainbow, one per line:\n"
 
 
 def test_concurrent_agents_match_solo_runs(default_model, default_spec):
