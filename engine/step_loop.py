@@ -107,8 +107,9 @@ class StepLoop:
         if hit or reason is not None:
             self.runner.feed(token, caches)
             kept = request.trim_to_reply(self.tokenizer) if hit else True
-            self._done.append(self._finish(request, "stop" if hit else reason or "stop",
-                                           caches=caches if kept else None, token_ids=context + [token]))
+            finished: FinishReason = "stop" if hit or reason is None else reason
+            self._done.append(self._finish(request, finished, caches=caches if kept else None,
+                                           token_ids=context + [token]))
             return Done()
         request.gen_uid = self.runner.insert([token], max_tokens=request.max_tokens - 1, cache=caches,
                                              context_ids=context, temperature=request.temperature,

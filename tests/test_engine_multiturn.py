@@ -92,3 +92,30 @@ def test_reconstructed_cache_holds_the_context(default_model, default_spec, conv
         assert k_ours.shape == k_ref.shape
         assert mx.allclose(k_ours, k_ref, atol=1e-4).item()
         assert mx.allclose(v_ours, v_ref, atol=1e-4).item()
+
+
+def test_continued_turns_that_end_at_their_first_token_keep_it_in_context(default_model, default_spec):
+    """A continued turn is read in one pass with its first token; when that token ends the turn
+    (EOS, or max_tokens=1) its K/V still enters the context, as mlx-lm's cache holds it."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from .reference import reference
+
+    model, tokenizer = default_model
+    turns = [("Name three colours of the rainbow.", 16),
+             (" Now name two more, and say which one you like best.", 12),  # EOS at once (checked below)
+             (" Then name two more colours of the rainbow, one per line:\n", 1),
+             (" And one more:", 10)]
+    cache = make_prompt_cache(model)
+    want = [reference(model, tokenizer, t if i == 0 else tokenizer.encode(t, add_special_tokens=False), n, cache)
+            for i, (t, n) in enumerate(turns)]
+    assert want[1] == ""  # the EOS case really happens with this model
+    engine = BlockPoolBatchEngine(model, tokenizer, BlockPool(default_spec, total_blocks=200), default_spec)
+    blocks = None
+    for (turn, max_tokens), expected in zip(turns, want):
+        uid = engine.submit("agent", turn, blocks, max_tokens=max_tokens)
+        (done,) = [c for c in engine.step() if c.uid == uid]
+        assert done.text == expected
+        blocks = done.blocks
+    assert blocks.total_tokens == cache[0].offset  # the same context, token for token in length
+    assert_blocks_accounted(engine, ["agent"])
