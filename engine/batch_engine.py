@@ -35,7 +35,7 @@ from .owner import Owner, copy_of
 from .prefix_cache import PrefixCache
 from .prompts import check_cache, check_fits, check_request, check_setup, encode_prompt
 from .reporting import publish_pool_change
-from .requests import Completion, PrefillProgress, StepOutput, TokenDelta
+from .outputs import Completion, PrefillProgress, StepOutput, TokenDelta
 from .runner import DEFAULT_PREFILL_STEP, ModelRunner
 from .scheduler import Scheduler
 from .sequence import Request

@@ -49,9 +49,9 @@ class Contexts:
     def open(self, request: Request) -> tuple[AgentBlocks, PrefixMatch | None]:
         """The context the turn continues, or a fresh one (from shared blocks where the
         pool holds the prompt's first blocks). ValueError for a stale ``cache``."""
-        if request.continues is not None:
-            check_cache(self.pool, request.agent_id, request.continues)
-            agent, match = request.continues, None
+        if request.cache is not None:
+            check_cache(self.pool, request.agent_id, request.cache)
+            agent, match = request.cache, None
         else:
             self.drop(request.agent_id)
             match = self.prefix.lookup(request.prompt_ids)
@@ -63,7 +63,7 @@ class Contexts:
     def leader_for(self, request: Request, running: Iterable[Request]) -> Request | None:
         """A running fresh turn whose prefill will give ``request`` more of its prompt's blocks
         than the pool holds now (``request`` should wait for it), else None."""
-        if not self.sharing.enabled or request.continues is not None:
+        if not self.sharing.enabled or request.cache is not None:
             return None
         match = self.prefix.lookup(request.prompt_ids)
         return self.sharing.leader_for(request, running, 0 if match is None else match.num_blocks)
@@ -79,7 +79,7 @@ class Contexts:
         """A turn that is not kept: its reservation goes back, and a fresh context lets go of
         the prompt blocks its prefill wrote (they stay cached) beyond what it started from."""
         self.writer.release(request.reserved)
-        if request.continues is None:
+        if request.cache is None:
             self.sharing.roll_back(agent, request.cached_tokens)
 
     def bring_in(self, request: Request, agent: AgentBlocks) -> bool:
@@ -113,7 +113,7 @@ class Contexts:
     def back_out(self, request: Request) -> None:
         """A fresh context that could not start yet lets go of its shared blocks (they stay
         cached); the next try looks the prefix up again."""
-        if request.continues is None:
+        if request.cache is None:
             self.pool.free_agent_blocks(request.agent_id)
             self.agents[request.agent_id] = AgentBlocks(request.agent_id, 0)
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pool import AgentBlocks
 
     from .protocol import Engine
-    from .requests import Completion, StepOutput
+    from .outputs import Completion, StepOutput
 
 logger = logging.getLogger(__name__)
 CONTEXT_GONE = "the agent's context is gone; send again to start a fresh one"

@@ -43,7 +43,7 @@ class Preempter:
         alone (the caller ends them)."""
         outgrown: list[Request] = []
         for request in short:
-            while request.gen_uid in self.scheduler.running and not self.reserve_next(request):
+            while request.batch_uid in self.scheduler.running and not self.reserve_next(request):
                 victim = self.scheduler.youngest_running()
                 assert victim is not None
                 if victim is request and len(self.scheduler.running) == 1:
@@ -64,9 +64,9 @@ class Preempter:
     def pause(self, request: Request) -> None:
         """Out of the batch, its K/V kept aside (a reply), or to start over (a turn still
         reading its prompt); its reservation goes back."""
-        assert request.gen_uid is not None
+        assert request.batch_uid is not None
         generating = request.phase == "generating"
-        caches, token_ids = self.runner.remove(request.gen_uid, keep=generating)
+        caches, token_ids = self.runner.remove(request.batch_uid, keep=generating)
         recompute = not generating or caches is None or not can_trim_prompt_cache(caches)
         if generating:
             self.contexts.writer.release(request.reserved)
@@ -94,8 +94,8 @@ class Preempter:
         else:  # its caches hold its last token too: cut it, so that reading it again gives the next
             prompt, context, caches = paused.token_ids[-1:], paused.token_ids[:-1], paused.caches
             trim_prompt_cache(caches, 1)
-        gen_uid = self.runner.insert(prompt, max_tokens=request.max_tokens - len(request.generated_ids),
+        batch_uid = self.runner.insert(prompt, max_tokens=request.max_tokens - len(request.generated_ids),
                                      cache=caches, context_ids=context, temperature=request.temperature,
                                      top_p=request.top_p)
-        request.resume(gen_uid, recompute=recompute)
+        request.resume(batch_uid, recompute=recompute)
         return Started()

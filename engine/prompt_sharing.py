@@ -56,11 +56,11 @@ class PromptSharing:
     def leader_for(self, request: Request, running: Iterable[Request], pool_blocks: int) -> Request | None:
         """A running fresh turn still prefilling more of ``request``'s leading full blocks than
         the pool holds now (``pool_blocks``): ``request`` should wait for its blocks."""
-        if not self.enabled or request.continues is not None:
+        if not self.enabled or request.cache is not None:
             return None
         bt = self.block_tokens
         for other in running:
-            if other.continues is not None or other.phase != "prefilling":
+            if other.cache is not None or other.phase != "prefilling":
                 continue
             shared = common_tokens(other.prompt_ids[:-1], request.prompt_ids[:-1], len(request.prompt_ids)) // bt
             if shared > pool_blocks:
@@ -72,7 +72,7 @@ class PromptSharing:
         """Write the full blocks of a fresh turn's first ``computed`` context tokens that are not in
         blocks yet, and hash them; returns the tokens written. ``rows_of(start, stop)`` gives
         each layer's K/V of those tokens (views into the batch cache)."""
-        if not self.enabled or request.continues is not None:
+        if not self.enabled or request.cache is not None:
             return 0
         start, stop = agent.total_tokens, computed // self.block_tokens * self.block_tokens
         if stop <= start:

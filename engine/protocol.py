@@ -1,7 +1,7 @@
 """The one engine shape the owner thread drives: ``BlockPoolBatchEngine`` here, ``RemoteEngine``
 (``tui.remote``) on a server, a scripted fake in the tests. Each implements all of it.
 
-Results are ``engine.requests``' types (``StepOutput`` of ``TokenDelta``, ``PrefillProgress``
+Results are ``engine.outputs``' types (``StepOutput`` of ``TokenDelta``, ``PrefillProgress``
 and ``Completion``) whatever the engine. A capability an engine lacks is declared, not
 probed: ``fork = None`` where contexts cannot share blocks; ``adopt`` returns None where no
 context is kept here (a server keeps it).
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # importing pool loads MLX: a front end imports this module before the BLAS re-exec
     from pool import AgentBlocks, PoolSnapshot
 
-    from .requests import StepOutput
+    from .outputs import StepOutput
 
 # render(messages, add_generation_prompt) -> the chat-template text, untokenized.
 Render = Callable[[list[dict[str, str]], bool], str]

@@ -8,7 +8,7 @@ from pool import AgentBlocks, BlockPool
 from telemetry import Recorder
 from telemetry.events import BlocksAllocated, BlocksFreed, BlocksShared, PoolSnapshotEvent, RequestFinished
 
-from .requests import Completion, FinishReason
+from .outputs import Completion, FinishReason
 from .sequence import Request
 
 

@@ -153,8 +153,8 @@ class Scheduler:
             request = self.waiting.popleft()
             match start(request):
                 case Started():
-                    assert request.gen_uid is not None, "a started request has a generator uid"
-                    self.running[request.gen_uid] = request
+                    assert request.batch_uid is not None, "a started request has a generator uid"
+                    self.running[request.batch_uid] = request
                 case Blocked(reason):
                     blocked.append((request, reason))
                     if request.preempted:  # nothing new overtakes a paused reply
@@ -174,14 +174,14 @@ class Scheduler:
 
     def pause(self, request: Request) -> None:
         """A running request leaves the batch for the front of the queue."""
-        assert request.gen_uid is not None and self.running.get(request.gen_uid) is request
-        del self.running[request.gen_uid]
+        assert request.batch_uid is not None and self.running.get(request.batch_uid) is request
+        del self.running[request.batch_uid]
         self.waiting.appendleft(request)
 
     def finished(self, request: Request) -> None:
         """Forget a request wherever it is; its agent may submit again."""
-        if request.gen_uid is not None:
-            self.running.pop(request.gen_uid, None)
+        if request.batch_uid is not None:
+            self.running.pop(request.batch_uid, None)
         if request in self.waiting:
             self.waiting.remove(request)
         with self._lock:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pool import AgentBlocks, Block
 
-from .requests import FinishReason, TokenDelta
+from .outputs import FinishReason, TokenDelta
 from .stop_trim import split_at_stop, tokens_of_reply
 
 Phase = Literal["queued", "prefilling", "generating"]
@@ -40,10 +40,10 @@ class Request:
     temperature: float
     top_p: float
     stop: tuple[str, ...]
-    continues: AgentBlocks | None
+    cache: AgentBlocks | None  # the context this turn continues (submit's cache=); None: a fresh one
     submitted_s: float = field(default_factory=time.perf_counter)
     phase: Phase = "queued"
-    gen_uid: int | None = None
+    batch_uid: int | None = None
     cached_tokens: int = 0  # context tokens not prefilled (continued context or prefix hit)
     reused_tokens: int = 0  # of the submitted prompt, tokens found in shared blocks
     prefix_ids: list[int] = field(default_factory=list)  # a context re-prefilled (unusable spill file)
@@ -68,19 +68,19 @@ class Request:
         """Tokens this request's context will hold once its prompt and output are in."""
         return self.cached_tokens + len(self.prefill_ids) + len(self.generated_ids)
 
-    def start(self, gen_uid: int | None, detokenizer: Any) -> None:
-        self.gen_uid, self.phase, self.detokenizer = gen_uid, "prefilling", detokenizer
+    def start(self, batch_uid: int | None, detokenizer: Any) -> None:
+        self.batch_uid, self.phase, self.detokenizer = batch_uid, "prefilling", detokenizer
 
     def pause(self, paused: Paused | None) -> None:
         """Out of the batch for an older reply: ``paused`` holds its K/V to go on from, or
         None for a turn that had not generated yet (it starts again)."""
-        self.gen_uid, self.preempted, self.paused = None, True, paused
+        self.batch_uid, self.preempted, self.paused = None, True, paused
         if paused is None:
             self.phase, self.prefilled_tokens, self.cached_tokens, self.reused_tokens = "queued", 0, 0, 0
 
-    def resume(self, gen_uid: int, *, recompute: bool) -> None:
+    def resume(self, batch_uid: int, *, recompute: bool) -> None:
         """Back in the batch; ``recompute``: its turn so far is prefilled again."""
-        self.gen_uid, self.paused, self.prefilled_tokens = gen_uid, None, 0  # progress counts anew
+        self.batch_uid, self.paused, self.prefilled_tokens = batch_uid, None, 0  # progress counts anew
         if recompute:
             self.phase = "prefilling"
 

@@ -15,7 +15,7 @@ from telemetry import Recorder
 
 from .contexts import Contexts
 from .reporting import report_completion
-from .requests import Completion, FinishReason, PrefillProgress, TokenDelta
+from .outputs import Completion, FinishReason, PrefillProgress, TokenDelta
 from .runner import ModelRunner
 from .preemption import Preempter
 from .scheduler import Admission, Blocked, Done, Failed, Scheduler, Started
@@ -74,22 +74,22 @@ class StepLoop:
         if not self.contexts.bring_in(request, agent):
             return Blocked(self.contexts.no_room(request, agent, request.context_tokens + 1))
         request.cached_tokens = agent.total_tokens
-        request.reused_tokens = 0 if request.continues is not None else agent.total_tokens
+        request.reused_tokens = 0 if request.cache is not None else agent.total_tokens
         need = request.context_tokens + 1  # the first generated token enters the cache before it is reported
         if not self.contexts.reserve(request, agent, need):
             reason = self.contexts.no_room(request, agent, need)
             self.contexts.back_out(request)
             return Blocked(reason)
-        if request.continues is None:
+        if request.cache is None:
             self.contexts.prefix.report(request.agent_id, len(request.prompt_ids), match, request.reused_tokens)
         self.contexts.touch(request.agent_id)
         caches = self.contexts.materialize(agent, need)
-        if request.continues is not None and len(request.prefill_ids) <= self.runner.prefill_step_size:
+        if request.cache is not None and len(request.prefill_ids) <= self.runner.prefill_step_size:
             return self._start_in_one_pass(request, agent, caches)
-        gen_uid = self.runner.insert(request.prefill_ids, max_tokens=request.max_tokens, cache=caches,
+        batch_uid = self.runner.insert(request.prefill_ids, max_tokens=request.max_tokens, cache=caches,
                                      context_ids=list(agent.token_ids), temperature=request.temperature,
                                      top_p=request.top_p)
-        request.start(gen_uid, self.tokenizer.detokenizer)
+        request.start(batch_uid, self.tokenizer.detokenizer)
         return Started()
 
     def _start_in_one_pass(self, request: Request, agent: AgentBlocks, caches: list) -> Admission:
@@ -111,7 +111,7 @@ class StepLoop:
             self._done.append(self._finish(request, finished, caches=caches if kept else None,
                                            token_ids=context + [token]))
             return Done()
-        request.gen_uid = self.runner.insert([token], max_tokens=request.max_tokens - 1, cache=caches,
+        request.batch_uid = self.runner.insert([token], max_tokens=request.max_tokens - 1, cache=caches,
                                              context_ids=context, temperature=request.temperature,
                                              top_p=request.top_p)
         return Started()
@@ -137,7 +137,7 @@ class StepLoop:
             processed, total = response.progress
             prefill_tokens += request.on_prefill(processed)
             prefill.append(PrefillProgress(request.uid, request.agent_id, processed, total))
-            if request.continues is None and not request.preempted:  # for agents that start the same way
+            if request.cache is None and not request.preempted:  # for agents that start the same way
                 computed = request.cached_tokens + min(processed, total - 1)
                 self.contexts.write_prompt_blocks(request, computed, partial(self.runner.context_rows, response.uid))
         short: list[Request] = []  # replies whose next token has no block yet
@@ -180,13 +180,13 @@ class StepLoop:
         if request.paused is not None and request.paused.caches is not None and keep:
             paused, request.paused = request.paused, None
             return self._finish(request, "cancelled", caches=paused.caches, token_ids=paused.token_ids)
-        if request.gen_uid is None:
+        if request.batch_uid is None:
             return self._finish(request, "cancelled")
         return self._remove(request, "cancelled", keep=keep)
 
     def _remove(self, request: Request, reason: FinishReason, *, keep: bool, error: str | None = None) -> Completion:
-        assert self.runner is not None and request.gen_uid is not None
-        caches, token_ids = self.runner.remove(request.gen_uid, keep=keep)
+        assert self.runner is not None and request.batch_uid is not None
+        caches, token_ids = self.runner.remove(request.batch_uid, keep=keep)
         return self._finish(request, reason, caches=caches, token_ids=token_ids, error=error)
 
     def _finish(self, request: Request, reason: FinishReason, *, caches: list | None = None,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.requests import Completion, PrefillProgress, StepOutput, TokenDelta
+from engine.outputs import Completion, PrefillProgress, StepOutput, TokenDelta
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 from telemetry import EngineStep, Gather, Recorder, RequestFinished, RequestSubmitted
 

@@ -1,7 +1,7 @@
 """``engine.protocol.Engine`` on a server: each turn is a streamed chat completion.
 
 The owner thread calls ``submit`` / ``step_once`` / ``cancel`` as it calls the local
-engine's, and gets the same result types (``engine.requests``). The streams run as tasks on
+engine's, and gets the same result types (``engine.outputs``). The streams run as tasks on
 an asyncio loop of this engine's own thread and put what they receive on ``_outbox``;
 ``step_once`` drains it into the deltas and completions the owner publishes. Cancelling a
 turn closes its connection, and the server cancels the request and frees its blocks.
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.requests import Completion, FinishReason, StepOutput, TokenDelta
+from engine.outputs import Completion, FinishReason, StepOutput, TokenDelta
 from pool import AgentBlocks
 from telemetry import Event, Recorder
 from tui.remote.client import ChatEvent, ServerClient, StreamDone, StreamOpened, StreamText, StreamUsage
