@@ -7,7 +7,8 @@ For each history size (2K, 8K tokens) and block format (16-bit, 8-bit), in one r
          blocks, as a context restored from disk or pushed out of the hot set does);
   mlx-lm ``stream_generate(history)`` on a fresh ``make_prompt_cache``, then warm turns
          ``stream_generate(turn, prompt_cache=<that cache>)``, trimmed back after each.
-Every turn asks for one token; each side's time is to its first token. Before each timed
+Every turn asks for one token; each side's time is to its first token as a caller receives
+it (ours: the ``step_once`` output that streams it; mlx-lm: the first yield). Before each timed
 call the previous call's work is finished (``mx.synchronize``), so neither side pays for
 the other's (mlx-lm evaluates the next token in the background). Goals: first and median
 later warm TTFT <= 1.00x mlx-lm's; cold / warm >= 50x at 2K.
@@ -59,12 +60,20 @@ def settle() -> None:
 
 def ours_turn(engine: BlockPoolBatchEngine, agent_id: str, prompt: list[int],
               cache: AgentBlocks | None) -> tuple[float, AgentBlocks, int]:
+    """Seconds from ``submit`` to the step output that streams the turn's first token (what a
+    user sees), its blocks and that token."""
     settle()
+    tic = time.perf_counter()
     uid = engine.submit(agent_id, prompt, cache, max_tokens=1)
-    completion = next(c for c in engine.step() if c.uid == uid)
-    if completion.finish_reason == "error" or completion.ttft_s is None:
+    first_s = completion = None
+    while completion is None:
+        out = engine.step_once()
+        if first_s is None and any(d.uid == uid for d in out.deltas):
+            first_s = time.perf_counter() - tic
+        completion = next((c for c in out.completions if c.uid == uid), None)
+    if completion.finish_reason == "error" or first_s is None:
         raise RuntimeError(f"{agent_id}: {completion.error}")
-    return completion.ttft_s, completion.blocks, completion.token_ids[0]
+    return first_s, completion.blocks, completion.token_ids[0]
 
 
 def mlx_turn(model: Any, tokenizer: Any, prompt: list[int], cache: list) -> tuple[float, int]:

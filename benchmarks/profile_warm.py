@@ -9,7 +9,10 @@ phase timed by wrapping the function that does it (wall time; phases nest inside
   prefill     PromptProcessingBatch.prompt: prompt tokens but the last (a cold turn)
   to-decode   PromptProcessingBatch.generate: the batch moves to decoding; its first decode step
   decode      GenerationBatch.next: a decode step of the batch
+  feed        ModelRunner.feed: a turn ended by its first token puts that token's K/V in
   write-back  Contexts.write_back: the turn's tokens into blocks, the hot set kept
+  ttft        submit to the step output that streams the first token (what a caller sees)
+  total       submit to the turn's completion (its last token's K/V and write-back included)
 and mlx-lm's own ``stream_generate`` on a prompt cache in the same run. Writes
 ``benchmarks/results/profile_warm.json``; the README and ``benchmarks/warm_phases.md`` hold a
 table from it. For a sampling profile of the same run: ``py-spy record -o warm.svg -- python
@@ -45,6 +48,7 @@ PHASES: dict[str, tuple[Any, str]] = {
     "prefill": (GENERATE.PromptProcessingBatch, "prompt"),
     "to-decode": (GENERATE.PromptProcessingBatch, "generate"),
     "decode": (GENERATE.GenerationBatch, "next"),
+    "feed": (ModelRunner, "feed"),
     "write-back": (Contexts, "write_back"),
 }
 
@@ -85,10 +89,15 @@ def main() -> None:
         totals.clear()
         tic = time.perf_counter()
         uid = engine.submit("agent", history if blocks is None else turn, blocks, max_tokens=1)
-        done = next(c for c in engine.step() if c.uid == uid)
+        first_ms = done = None
+        while done is None:
+            out = engine.step_once()
+            if first_ms is None and any(d.uid == uid for d in out.deltas):
+                first_ms = (time.perf_counter() - tic) * 1000  # the token reaches the caller
+            done = next((c for c in out.completions if c.uid == uid), None)
         total_ms = (time.perf_counter() - tic) * 1000
         blocks = done.blocks
-        turns.append({**totals, "ttft": (done.ttft_s or 0) * 1000, "total": total_ms})
+        turns.append({**totals, "ttft": first_ms or 0.0, "total": total_ms})
         print(f"turn {n}: " + ", ".join(f"{k} {v:.1f}" for k, v in turns[-1].items()), flush=True)
     cache = make_prompt_cache(model)
     mlx_turn(model, tokenizer, history, cache)

@@ -252,6 +252,7 @@ class BlockPoolBatchEngine:
             return {}
         with self._step_lock:
             self._closed_engine = True
+            self._loop.finish_ended()
             self._loop.apply_commands()
             resident = [a for a in self._contexts.agents.values() if a.num_blocks()]
             errors = {} if self._temp_spill else self._contexts.residency.save_all(resident)
@@ -273,7 +274,7 @@ class BlockPoolBatchEngine:
         return sum(len(blocks) for r in self._scheduler.unfinished() for blocks in r.reserved.values())
 
     def has_work(self) -> bool:
-        return self._scheduler.has_work() or bool(self._outbox)
+        return self._scheduler.has_work() or bool(self._outbox) or self._loop.has_ended_turns
 
     @property
     def num_active(self) -> int:
@@ -300,12 +301,15 @@ class BlockPoolBatchEngine:
         self._owner.claim()
         with self._step_lock:
             tic = time.perf_counter()
-            completions, self._outbox = self._outbox + self._loop.apply_commands(), []
+            completions, self._outbox = self._outbox + self._loop.finish_ended(), []
+            completions += self._loop.apply_commands()
             deltas: list[TokenDelta] = []
             completions += self._loop.admit(deltas)
             prefill: list[PrefillProgress] = []
             batch_size = self.num_active
-            prefill_tokens = self._loop.advance(deltas, prefill, completions) if batch_size else 0
+            # A first token read in one pass at admission goes out now, not after a batched step.
+            advance = batch_size and not deltas
+            prefill_tokens = self._loop.advance(deltas, prefill, completions) if advance else 0
             ms = (time.perf_counter() - tic) * 1000
             if batch_size and self.recorder.enabled:
                 self.recorder.publish(EngineStep(batch_size=batch_size, tokens_generated=len(deltas),

@@ -7,6 +7,7 @@ it to the runner; postprocessing streams tokens and, when a turn ends, writes it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -33,7 +34,7 @@ class StepLoop:
         self.recorder = recorder
         self.preempter = None if runner is None else Preempter(pool, scheduler, contexts, runner, recorder)
         self._deltas: list[TokenDelta] = []  # where admission streams a first token (see admit)
-        self._done: list[Completion] = []
+        self._ending: list[Callable[[], Completion]] = []  # turns ended by their first token (admit)
 
     # -- commands ----------------------------------------------------------------
 
@@ -55,10 +56,10 @@ class StepLoop:
     # -- admission -----------------------------------------------------------------
 
     def admit(self, deltas: list[TokenDelta]) -> list[Completion]:
-        """Start waiting requests; a continued turn whose first token ends it finishes here."""
-        self._deltas, self._done = deltas, []
+        """Start waiting requests; a continued turn's first token, read in one pass, goes into ``deltas``."""
+        self._deltas = deltas
         failed = self.scheduler.admit(self._start)
-        return self._done + [self._finish(request, "error", error=error) for request, error in failed]
+        return [self._finish(request, "error", error=error) for request, error in failed]
 
     def _start(self, request: Request) -> Admission:
         assert self.runner is not None and self.preempter is not None, "submit refuses requests without a model"
@@ -104,17 +105,31 @@ class StepLoop:
         request.prefilled_tokens = len(prompt)
         delta, hit = request.add_token(token, reason, is_eos=is_eos)
         self._deltas.append(delta)
-        if hit or reason is not None:
-            self.runner.feed(token, caches)
-            kept = request.trim_to_reply(self.tokenizer) if hit else True
+        if hit or reason is not None:  # its token goes out now; its K/V and write-back next step
             finished: FinishReason = "stop" if hit or reason is None else reason
-            self._done.append(self._finish(request, finished, caches=caches if kept else None,
-                                           token_ids=context + [token]))
+            self._ending.append(partial(self._end_at_first_token, request, finished, hit, token, caches, context))
             return Done()
         request.batch_uid = self.runner.insert([token], max_tokens=request.max_tokens - 1, cache=caches,
                                              context_ids=context, temperature=request.temperature,
                                              top_p=request.top_p)
         return Started()
+
+    def _end_at_first_token(self, request: Request, reason: FinishReason, hit: bool, token: int, caches: list,
+                            context: list[int]) -> Completion:
+        assert self.runner is not None
+        self.runner.feed(token, caches)  # the context keeps its last token, as mlx-lm's cache does
+        kept = request.trim_to_reply(self.tokenizer) if hit else True
+        return self._finish(request, reason, caches=caches if kept else None, token_ids=context + [token])
+
+    def finish_ended(self) -> list[Completion]:
+        """Turns whose first token ended them last step: that token was streamed at once, their
+        K/V and write-back are done now (before this step's commands, which may close the agent)."""
+        ending, self._ending = self._ending, []
+        return [end() for end in ending]
+
+    @property
+    def has_ended_turns(self) -> bool:
+        return bool(self._ending)
 
     # -- running ---------------------------------------------------------------------
 
