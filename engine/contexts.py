@@ -13,7 +13,7 @@ from pool import AgentBlocks, BlockPool, PoolExhausted, PrefixMatch
 from telemetry import Recorder
 from telemetry.events import CopyOnWrite, Fork, Gather, Scatter
 
-from .kv.batch_cache import PagedKVCache
+from .kv.batch_cache import STEP, PagedKVCache, with_room
 from .kv.block_writer import BlockWriter
 from .kv.hot_set import HotSet
 from .kv.kv_store import CopyStats, KVBlockStore, LayerCache
@@ -23,6 +23,10 @@ from .prompt_sharing import PromptSharing
 from .prompts import check_cache
 from .scheduler import spill_order
 from .sequence import Request
+
+# A hot cache with less room than this grows after its turn, so that a typical next prompt fits
+# without a copy of the whole history before its first token.
+HOT_ROOM_TOKENS = STEP // 2
 
 
 class Contexts:
@@ -185,13 +189,15 @@ class Contexts:
             if not isinstance(cache, PagedKVCache) or cache.offset < n1:
                 return  # not one of ours (or short): the next turn gathers
             cache.offset = n1
+            if cache.keys.shape[2] - n1 < HOT_ROOM_TOKENS:  # grow now, after the reply, not in the next prompt
+                cache.keys, cache.values = with_room(cache.keys, cache.values, n1, n1 + STEP)
             if spec.quantized and n1 > n0:
                 keys, values = self.store.read_float(agent.layer_blocks(layer_id), n0, n1)
                 cache.keys[..., n0:n1, :] = keys
                 cache.values[..., n0:n1, :] = values
             hot[layer_id] = cache
-        if spec.quantized:  # evaluate the replaced tokens now, not in the next turn's prefill
-            mx.eval([(c.keys, c.values) for c in hot.values()])
+        # Evaluate replaced tokens and grown buffers now, not in the next turn's first pass.
+        mx.eval([(c.keys, c.values) for c in hot.values()])
         caches.clear()  # the list must not keep the buffers: the next turn updates them in place
         self.hot.put(agent, hot)
 

@@ -30,6 +30,15 @@ def capacity(num_tokens: int) -> int:
     return max(STEP, -(-num_tokens // STEP) * STEP)
 
 
+def with_room(keys: mx.array, values: mx.array, used: int, num_tokens: int) -> tuple[mx.array, mx.array]:
+    """Buffers holding the first ``used`` tokens of ``keys``/``values`` with room for ``num_tokens``."""
+    batch, heads, _, k_dim = keys.shape
+    size = capacity(num_tokens)
+    return (mx.concatenate([keys[..., :used, :], mx.zeros((batch, heads, size - used, k_dim), keys.dtype)], axis=2),
+            mx.concatenate([values[..., :used, :], mx.zeros((batch, heads, size - used, values.shape[3]),
+                                                             values.dtype)], axis=2))
+
+
 class PagedKVCache(KVCache):
     """One sequence's cache whose buffers may be longer than ``offset`` (room to grow).
 
@@ -120,12 +129,7 @@ class PagedBatchKVCache(BatchKVCache):
             self.keys = mx.zeros((batch, heads, size, k_dim), dtype=keys.dtype)
             self.values = mx.zeros((batch, heads, size, values.shape[3]), dtype=values.dtype)
             return
-        prev = self._idx
-        more = size - prev
-        self.keys = mx.concatenate([self.keys[..., :prev, :], mx.zeros((batch, heads, more, k_dim), keys.dtype)],
-                                   axis=2)
-        self.values = mx.concatenate(
-            [self.values[..., :prev, :], mx.zeros((batch, heads, more, values.shape[3]), values.dtype)], axis=2)
+        self.keys, self.values = with_room(self.keys, self.values, self._idx, size)
 
     def filter(self, batch_indices: Sequence[int]) -> None:
         """Keep the given rows; keeping every row in order keeps the buffers themselves."""
