@@ -260,14 +260,18 @@ class SessionStore:
         )
         return [Message(*r) for r in rows]
 
+    def drop_messages_after(self, agent_id: int, last_kept_id: int | None, context_tokens: list[int]) -> None:
+        """Forget the messages after ``last_kept_id`` (all, with None): a conversation rolled back."""
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE agent_id=? AND id>?", (agent_id, last_kept_id or 0))
+            db.execute("UPDATE agents SET context_tokens=? WHERE id=?", (array("i", context_tokens).tobytes(), agent_id))
+
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
     def _touch_agent(self, db: sqlite3.Connection, agent_id: int) -> None:
-        db.execute(
-            "UPDATE sessions SET updated_at=? WHERE id=(SELECT session_id FROM agents WHERE id=?)",
-            (time.time(), agent_id),
-        )
+        db.execute("UPDATE sessions SET updated_at=? WHERE id=(SELECT session_id FROM agents WHERE id=?)",
+                   (time.time(), agent_id))
 
     def _touch(self, db: sqlite3.Connection, session_id: int) -> None:
         db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (time.time(), session_id))

@@ -48,10 +48,11 @@ class Agent:
     request_id: int | None = None  # the owner thread's id of the turn in flight
     pending: deque[str] = field(default_factory=deque)
     turn: TurnTokens | None = None
+    rewinding: str | None = None  # waiting for the engine to roll back; then this text ("": none) is sent
 
     @property
     def busy(self) -> bool:
-        return self.in_flight is not None
+        return self.in_flight is not None or self.rewinding is not None
 
     @property
     def holds_conversation(self) -> bool:

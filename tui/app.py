@@ -36,6 +36,7 @@ from tui.dialogs import Dialogs
 from tui.forks import Forks
 from tui.messages import EngineEvent
 from tui.panel_feed import PanelFeed
+from tui.rewinds import Rewinds
 from tui.remote.factory import tui_engine_factory
 from tui.remote.messages import ServerStatus
 from tui.remote.server_panels import connection_title
@@ -87,6 +88,7 @@ class BlockpoolApp(App[None]):
         self.chats = Chats(self)
         self.agent_tabs = AgentTabs(self, self.chats)
         self.forks = Forks(self, self.chats, self.agent_tabs)
+        self.rewinds = Rewinds(self, self.chats)
         self.panels = PanelFeed(self)
         self.dialogs = Dialogs(self, self.chats, self.agent_tabs, self.panels)
         self._telemetry_writer: JsonlWriter | None = None
@@ -202,6 +204,8 @@ class BlockpoolApp(App[None]):
                 self.forks.forked(forked)
             case ev.ForkFailed() as failed_fork:
                 self.forks.fork_failed(failed_fork)
+            case ev.Truncated() | ev.TruncateFailed() as rolled_back:
+                await self.rewinds.answered(rolled_back)
             case ev.EngineStats() as stats:
                 self.stats = stats
 
@@ -258,6 +262,12 @@ class BlockpoolApp(App[None]):
 
     async def action_fork_agent(self) -> None:
         await self.forks.fork_active()
+
+    async def action_regenerate(self) -> None:
+        await self.rewinds.regenerate_active()
+
+    async def action_edit_last(self) -> None:
+        await self.rewinds.edit_active()
 
     def action_broadcast(self) -> None:
         self.dialogs.broadcast()

@@ -81,6 +81,10 @@ class Chats:
         owner.send(Submit(agent.request_id, plan.prompt, settings.max_tokens, agent_id=agent.agent_id,
                           continues=plan.continues, temperature=settings.temperature))
 
+    async def send_next(self, agent: Agent) -> None:
+        """Send the agent's oldest queued message, if it is free to take one."""
+        await self._send_next(agent)
+
     async def _send_next(self, agent: Agent) -> None:
         if agent.pending and not agent.busy and self.ready and self.host.roster.get(agent.agent_id) is agent:
             text = agent.pending.popleft()
@@ -221,6 +225,8 @@ class Chats:
         agent.context_tokens = event.num_tokens
         agent.conversation.context_text = event.text or None
         agent.conversation.context_tokens = event.num_tokens if event.text else 0
+        if event.text:
+            agent.conversation.checkpoints[len(agent.conversation.turns)] = (event.text, event.num_tokens)
 
     def take_stats(self, stats: EngineStats) -> None:
         usage = stats.pool.agent_usage()

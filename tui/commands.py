@@ -17,6 +17,9 @@ KEY_BINDINGS: list[BindingType] = [
     # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
     Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
     Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
+    # Priority: the composer keeps every key it knows; these two it does not use, but a newer one might.
+    Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate", priority=True),
+    Binding("f5", "edit_last", "Edit last message", id="edit_last", priority=True),
     Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
     # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
     Binding("ctrl+e", "export", "Export", id="export", priority=True),
@@ -38,6 +41,10 @@ PALETTE = (
     ("Fork agent", "A new agent with the current conversation so far, sharing its blocks", "fork_agent"),
     ("Close agent", "Close the current agent and free its blocks", "close_agent"),
     ("Broadcast", "Send one prompt to every agent", "broadcast"),
+    ("Regenerate reply", "Drop the last reply and ask again (the context rolls back; nothing is re-read)",
+     "regenerate"),
+    ("Edit last message", "Drop the last turn and put its message in the composer to edit and resend",
+     "edit_last"),
     ("Cancel reply", "Stop the current agent's reply", "cancel_reply"),
     ("Export", "Write the current agent's conversation to <name>.md", "export"),
     ("Next agent", "Show the next agent's chat", "next_agent"),

@@ -142,6 +142,19 @@ class SessionLog:
             self._write(self.store.finish_turn, reply_id, text, status, finish_reason=finish_reason,
                         context_tokens=context)
 
+    def turns_dropped(self, agent_id: str, num_kept_turns: int, token_ids: Sequence[int] = ()) -> None:
+        """Keep the first ``num_kept_turns`` kept turns (failed ones between them stay) and, as
+        the context to adopt on a restart, ``token_ids`` (none: the next start re-reads it)."""
+        if (record_id := self._record_ids.get(agent_id)) is None:
+            return
+        messages, last_kept_id, num_seen = self.store.messages(record_id), None, 0
+        for user, reply in zip(messages[::2], messages[1::2]):
+            if num_seen == num_kept_turns:
+                break
+            last_kept_id = reply.id
+            num_seen += reply.status in ("complete", "cancelled")
+        self._write(self.store.drop_messages_after, record_id, last_kept_id, list(token_ids))
+
     def _write(self, write: Callable[..., int | None], *args: object, **kwargs: object) -> int | None:
         try:
             return write(*args, **kwargs)

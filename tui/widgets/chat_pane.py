@@ -199,6 +199,14 @@ class ChatPane(Vertical):
                 await widget.remove()
         self._reply = None
 
+    async def drop_last_turn(self) -> None:
+        """Remove the last reply, its user message and anything after them (a rolled-back turn)."""
+        mounted = list(self._messages.query_children(ChatMessage))
+        replies = [i for i, m in enumerate(mounted) if m.role == "assistant"]
+        users = [i for i, m in enumerate(mounted[: replies[-1]] if replies else []) if m.role == "user"]
+        if users:
+            await self._messages.remove_children(mounted[users[-1]:])
+
     async def show_saved(self, messages: Sequence[SavedMessage]) -> None:
         """Draw a restored transcript; replies that did not complete are marked with their status.
 

@@ -1,0 +1,92 @@
+"""Regenerating the last reply and editing the last message in blockpool-tui (real model): the
+context rolls back in the engine, nothing kept is read again, and the new reply is mlx-lm's."""
+
+from __future__ import annotations
+
+import pytest
+
+from frontend.sessions import SessionStore
+from tests.helpers import capture_notifications, wait_for
+from tests.reference import reference
+from tui.app import BlockpoolApp
+from tui.settings import TuiSettings
+from tui.widgets.chat_message import ChatMessage
+
+MAX_TOKENS = 6
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_user_config")]
+
+
+def shown(app: BlockpoolApp, agent) -> list[tuple[str, str]]:
+    return [(m.role, m.text) for m in app.pane(agent.agent_id).query(ChatMessage)]
+
+
+def saved(app: BlockpoolApp, agent) -> tuple[list[str], list[int]]:
+    record = app.sessions.record(agent.agent_id)
+    return [m.content for m in app.sessions.messages(record)], record.context_tokens
+
+
+async def two_turns(pilot, app: BlockpoolApp):
+    agent = app.active_agent
+    await app.chats.send(agent, "Name a colour.")
+    await wait_for(pilot, lambda: not agent.busy)
+    base_ids = saved(app, agent)[1]
+    await app.chats.send(agent, "Name a fruit.")
+    await wait_for(pilot, lambda: not agent.busy)
+    return agent, base_ids
+
+
+def make(tmp_path, default_model) -> BlockpoolApp:
+    return BlockpoolApp(TuiSettings(agents=1, blocks=200, max_tokens=MAX_TOKENS), loaded_model=default_model,
+                        store=SessionStore(tmp_path / "sessions.db"))
+
+
+async def test_regenerate_rolls_the_context_back_and_reads_only_the_last_message_again(tmp_path, default_model):
+    app = make(tmp_path, default_model)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        agent, base_ids = await two_turns(pilot, app)
+        before, turn_before = shown(app, agent), agent.turn
+        used_before = app.owner.engine.pool.used_blocks()
+        await pilot.press("ctrl+r")  # drops the last turn, rolls the context back, sends the message again
+
+        def regenerated() -> bool:
+            """the last turn ran again and ended"""
+            return not agent.busy and len(agent.conversation.turns) == 4 and agent.turn is not turn_before
+        await wait_for(pilot, regenerated)
+        assert shown(app, agent) == before  # greedy: the same reply again, in the same place
+        assert agent.turn.cached == len(base_ids)  # the rolled-back context came from blocks
+        assert agent.turn.prompt == turn_before.prompt  # only the last message was read again
+        assert app.owner.engine.pool.used_blocks() == used_before
+        messages, context = saved(app, agent)
+        assert len(messages) == 4 and context[: len(base_ids)] == base_ids
+
+
+async def test_edit_puts_the_last_message_in_the_composer_and_sending_continues_the_rolled_back_context(
+        tmp_path, default_model):
+    model, tokenizer = default_model
+    app = make(tmp_path, default_model)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        agent, base_ids = await two_turns(pilot, app)
+        await pilot.press("f5")
+        pane = app.pane(agent.agent_id)
+        await wait_for(pilot, lambda: not agent.busy)
+        assert pane.input.value == "Name a fruit." and len(shown(app, agent)) == 2
+        assert agent.context_tokens == len(base_ids) and saved(app, agent) == (saved(app, agent)[0][:2], base_ids)
+        await app.chats.send(agent, "Name an animal.")
+        added = tokenizer.encode(agent.in_flight.prompt, add_special_tokens=False)
+        assert agent.in_flight.continues
+        await wait_for(pilot, lambda: not agent.busy)
+        assert agent.conversation.turns[-2].content == "Name an animal."
+        assert agent.conversation.turns[-1].content == reference(model, tokenizer, base_ids + added, MAX_TOKENS)
+        assert agent.turn.cached == len(base_ids)
+
+
+async def test_regenerate_with_no_reply_says_so(default_model):
+    app = BlockpoolApp(TuiSettings(agents=1, blocks=200, max_tokens=MAX_TOKENS), loaded_model=default_model)
+    notes = capture_notifications(app)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await pilot.press("ctrl+r")
+        assert any("No reply yet" in n for n in notes)
+        assert not app.active_agent.busy
