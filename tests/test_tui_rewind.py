@@ -90,3 +90,46 @@ async def test_regenerate_with_no_reply_says_so(default_model):
         await pilot.press("ctrl+r")
         assert any("No reply yet" in n for n in notes)
         assert not app.active_agent.busy
+
+
+def user_message(app: BlockpoolApp, agent, turn_index: int) -> ChatMessage:
+    return next(m for m in app.pane(agent.agent_id).query(ChatMessage) if m.turn_index == turn_index)
+
+
+async def test_e_on_the_first_message_edits_it_and_the_turn_starts_a_fresh_context(tmp_path, default_model):
+    model, tokenizer = default_model
+    app = make(tmp_path, default_model)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        agent, _ = await two_turns(pilot, app)
+        user_message(app, agent, 0).focus()
+        await pilot.press("e")
+        assert app.pane(agent.agent_id).input.value == "Name a colour."
+        assert shown(app, agent) == [] and agent.conversation.turns == [] and saved(app, agent) == ([], [])
+        await app.chats.send(agent, "Name a shape.")
+        assert not agent.in_flight.continues  # nothing before it to keep: a fresh context
+        prompt = agent.in_flight.prompt
+        await wait_for(pilot, lambda: not agent.busy)
+        assert agent.conversation.turns[-1].content == reference(model, tokenizer, prompt, MAX_TOKENS)
+
+
+async def test_f_on_a_message_forks_the_conversation_before_it_and_the_fork_continues_from_blocks(
+        tmp_path, default_model):
+    model, tokenizer = default_model
+    app = make(tmp_path, default_model)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        source, base_ids = await two_turns(pilot, app)
+        source_turns = list(source.conversation.turns)
+        user_message(app, source, 2).focus()
+        await pilot.press("f")
+        fork = app.active_agent
+        await wait_for(pilot, lambda: fork is not source and not fork.busy)
+        assert app.pane(fork.agent_id).input.value == "Name a fruit."
+        assert fork.conversation.turns == source_turns[:2] and source.conversation.turns == source_turns
+        assert len(shown(app, fork)) == 2 and saved(app, fork)[1] == base_ids
+        await app.chats.send(fork, "Name an animal.")
+        added = tokenizer.encode(fork.in_flight.prompt, add_special_tokens=False)
+        await wait_for(pilot, lambda: not fork.busy)
+        assert fork.conversation.turns[-1].content == reference(model, tokenizer, base_ids + added, MAX_TOKENS)
+        assert fork.turn.cached == len(base_ids)  # the fork's rolled-back context, from shared blocks

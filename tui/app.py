@@ -88,7 +88,7 @@ class BlockpoolApp(App[None]):
         self.chats = Chats(self)
         self.agent_tabs = AgentTabs(self, self.chats)
         self.forks = Forks(self, self.chats, self.agent_tabs)
-        self.rewinds = Rewinds(self, self.chats)
+        self.rewinds = Rewinds(self, self.chats, self.forks)
         self.panels = PanelFeed(self)
         self.dialogs = Dialogs(self, self.chats, self.agent_tabs, self.panels)
         self._telemetry_writer: JsonlWriter | None = None
@@ -133,8 +133,7 @@ class BlockpoolApp(App[None]):
 
     def on_unmount(self) -> None:
         if self.owner is not None:
-            # A step in flight finishes, then the engine saves its contexts; the thread is a
-            # daemon, so exit never hangs on it longer than this.
+            # A step in flight finishes, then the engine saves its contexts (a daemon thread: never longer).
             self.engine_stop_s = self.owner.stop(timeout_s=self.ENGINE_STOP_S)
         if self._telemetry_writer is not None:
             self._telemetry_writer.close()
@@ -248,6 +247,9 @@ class BlockpoolApp(App[None]):
     async def on_chat_pane_sent(self, event: ChatPane.Sent) -> None:
         if (agent := self.roster.get(event.agent_id)) is not None:
             await self.chats.send(agent, event.text)
+
+    async def on_chat_pane_turn_chosen(self, event: ChatPane.TurnChosen) -> None:
+        await self.rewinds.turn_chosen(event.agent_id, event.turn_index, event.action)
 
     # -- the keys' actions ---------------------------------------------------------------------
 

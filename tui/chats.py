@@ -74,7 +74,7 @@ class Chats:
         agent.request_id = owner.new_request_id()
         self._agent_ids[agent.request_id] = agent.agent_id
         pane = self.host.pane(agent.agent_id)
-        self._user_messages[agent.agent_id] = await pane.add_user(text)
+        self._user_messages[agent.agent_id] = await pane.add_user(text, len(agent.conversation.turns))
         await pane.begin_reply()
         if self.host.sessions is not None:
             self.host.sessions.turn_began(agent.agent_id, text)
@@ -210,6 +210,8 @@ class Chats:
         record_failure(agent.conversation, agent.in_flight, context_tokens)
         if self.host.sessions is not None:
             self.host.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=error)
+        if (user_message := self._user_messages.get(agent.agent_id)) is not None:
+            user_message.turn_index = None  # a failed turn is no place in the conversation
         pane = self.host.pane(agent.agent_id)
         if not pane.input.value:
             pane.restore_input(agent.in_flight.user_text)

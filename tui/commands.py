@@ -17,9 +17,9 @@ KEY_BINDINGS: list[BindingType] = [
     # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
     Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
     Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
-    # Priority: the composer keeps every key it knows; these two it does not use, but a newer one might.
-    Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate", priority=True),
-    Binding("f5", "edit_last", "Edit last message", id="edit_last", priority=True),
+    # Off the footer (full already), in F1. Priority: the composer would take any key it knows first.
+    Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate", show=False, priority=True),
+    Binding("f5", "edit_last", "Edit last message", id="edit_last", show=False, priority=True),
     Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
     # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
     Binding("ctrl+e", "export", "Export", id="export", priority=True),
@@ -57,7 +57,8 @@ PALETTE = (
 FIXED_KEYS: tuple[KeyRow, ...] = (
     ("enter", "Send the message, every line of it (queued while the agent is busy)", ""),
     ("ctrl+j / shift+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
-    ("tab / shift+tab", "Move focus", ""),
+    ("tab / shift+tab", "Move focus (your messages too: click one, or tab to it)", ""),
+    ("e / f", "On a focused message of yours: edit it and resend / fork the conversation before it", ""),
     ("ctrl+p", "Command palette (every action)", ""),
     ("ctrl+q", "Quit", ""),
 )

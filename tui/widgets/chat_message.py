@@ -10,7 +10,9 @@ from typing import Literal
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -20,11 +22,30 @@ Role = Literal["user", "assistant", "error"]
 
 
 class ChatMessage(Vertical):
-    """A header line plus the text; replies are Markdown streamed as tokens arrive."""
+    """A header line plus the text; replies are Markdown streamed as tokens arrive.
 
-    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "") -> None:
+    A user message of a kept turn (``turn_index``: its place in the conversation) can be
+    focused (click, tab): e posts ``Chosen`` to edit it in place, f to edit it in a fork."""
+
+    BINDINGS = [
+        Binding("e", "choose('edit')", "Edit and resend", id="edit_message"),
+        Binding("f", "choose('fork')", "Fork here", id="fork_message"),
+    ]
+
+    class Chosen(Message):
+        """The user asked to ``action`` ("edit" or "fork") the conversation at this message."""
+
+        def __init__(self, message: ChatMessage, action: str) -> None:
+            super().__init__()
+            self.message = message
+            self.action = action
+
+    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "",
+                 turn_index: int | None = None) -> None:
         super().__init__(classes=role)
         self.role = role
+        self.turn_index = turn_index
+        self.can_focus = role == "user"
         self.author = author
         self.colour = colour
         self.text = text
@@ -43,6 +64,10 @@ class ChatMessage(Vertical):
     def on_mount(self) -> None:
         if self.role == "assistant":
             self.styles.border_left = ("outer", self.colour)
+
+    def action_choose(self, action: str) -> None:
+        if self.turn_index is not None:
+            self.post_message(self.Chosen(self, action))
 
     def _header(self, note: str = "") -> Text:
         header = Text(self.author, style=f"bold {self.colour}" if self.role == "assistant" else "bold")
