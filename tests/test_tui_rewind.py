@@ -133,3 +133,4 @@ async def test_f_on_a_message_forks_the_conversation_before_it_and_the_fork_cont
         await wait_for(pilot, lambda: not fork.busy)
         assert fork.conversation.turns[-1].content == reference(model, tokenizer, base_ids + added, MAX_TOKENS)
         assert fork.turn.cached == len(base_ids)  # the fork's rolled-back context, from shared blocks
+

@@ -59,6 +59,7 @@ FIXED_KEYS: tuple[KeyRow, ...] = (
     ("ctrl+j / shift+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
     ("tab / shift+tab", "Move focus (your messages too: click one, or tab to it)", ""),
     ("e / f", "On a focused message of yours: edit it and resend / fork the conversation before it", ""),
+    ("c / y", "On a focused message: copy its text / its last code block", ""),
     ("ctrl+p", "Command palette (every action)", ""),
     ("ctrl+q", "Quit", ""),
 )

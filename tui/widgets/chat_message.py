@@ -6,6 +6,7 @@ break, while code blocks, lists and tables render as usual.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from rich.text import Text
@@ -19,17 +20,21 @@ from textual.widgets.markdown import MarkdownStream
 from tui.widgets.chat_markdown import ChatMarkdown
 
 Role = Literal["user", "assistant", "error"]
+CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 class ChatMessage(Vertical):
     """A header line plus the text; replies are Markdown streamed as tokens arrive.
 
-    A user message of a kept turn (``turn_index``: its place in the conversation) can be
-    focused (click, tab): e posts ``Chosen`` to edit it in place, f to edit it in a fork."""
+    Every message can be focused (click, tab): c copies its text, y its last code block. A user
+    message of a kept turn (``turn_index``: its place in the conversation) also takes e (posts
+    ``Chosen`` to edit it in place) and f (to edit it in a fork)."""
 
     BINDINGS = [
         Binding("e", "choose('edit')", "Edit and resend", id="edit_message"),
         Binding("f", "choose('fork')", "Fork here", id="fork_message"),
+        Binding("c", "copy", "Copy", id="copy_message"),
+        Binding("y", "copy_code", "Copy code", id="copy_code"),
     ]
 
     class Chosen(Message):
@@ -45,7 +50,7 @@ class ChatMessage(Vertical):
         super().__init__(classes=role)
         self.role = role
         self.turn_index = turn_index
-        self.can_focus = role == "user"
+        self.can_focus = True
         self.author = author
         self.colour = colour
         self.text = text
@@ -68,6 +73,19 @@ class ChatMessage(Vertical):
     def action_choose(self, action: str) -> None:
         if self.turn_index is not None:
             self.post_message(self.Chosen(self, action))
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.text)
+        self.notify(f"{len(self.text):,} characters", title="Message copied", timeout=3)
+
+    def action_copy_code(self) -> None:
+        """The last fenced code block (an unclosed one: to the end, as a streamed reply may be)."""
+        blocks = CODE_BLOCK.findall(self.text)
+        if not blocks:
+            self.notify("This message has no code block (```).", title="Nothing copied", severity="warning")
+            return
+        self.app.copy_to_clipboard(blocks[-1])
+        self.notify(f"{len(blocks[-1].splitlines()):,} lines", title="Code block copied", timeout=3)
 
     def _header(self, note: str = "") -> Text:
         header = Text(self.author, style=f"bold {self.colour}" if self.role == "assistant" else "bold")
