@@ -13,6 +13,7 @@ from textual.widgets import TabPane
 
 from engine.owner_messages import Adopt, CloseAgent
 from frontend.sessions import AgentRecord
+from tui.agent_options import AgentOptions
 from tui.agents import Agent
 from tui.chat import ChatTurn
 from tui.session_log import kept_turns
@@ -52,6 +53,8 @@ class AgentTabs:
         app = self.host
         assert app.sessions is not None and app.owner is not None
         agent = await self.open(record.name, activate=False, system=record.system_prompt, record_id=record.id)
+        if record.options:
+            agent.options = AgentOptions.defaults(app.settings).with_saved(record.options)
         messages = app.sessions.messages(record)
         for user_text, reply in kept_turns(messages):
             agent.conversation.turns += [ChatTurn("user", user_text), ChatTurn("assistant", reply)]

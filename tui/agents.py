@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tui.agent_options import AgentOptions
 from tui.chat import Conversation, TurnPlan
 
 AgentStatus = Literal["idle", "queued", "prefilling", "generating", "error"]
@@ -48,6 +49,7 @@ class Agent:
     request_id: int | None = None  # the owner thread's id of the turn in flight
     pending: deque[str] = field(default_factory=deque)
     turn: TurnTokens | None = None
+    options: AgentOptions | None = None  # its own sampling settings (None: the app's)
     rewinding: str | None = None  # waiting for the engine to roll back; then this text ("": none) is sent
 
     @property

@@ -259,6 +259,9 @@ class BlockpoolApp(App[None]):
     def action_rename_agent(self) -> None:
         self.dialogs.rename()
 
+    def action_agent_settings(self) -> None:
+        self.dialogs.agent_settings()
+
     async def action_close_agent(self) -> None:
         await self.dialogs.close()
 
@@ -281,11 +284,8 @@ class BlockpoolApp(App[None]):
     def action_export(self) -> None:
         self.dialogs.export()
 
-    def action_next_agent(self) -> None:
-        self.agent_tabs.cycle(+1)
-
-    def action_prev_agent(self) -> None:
-        self.agent_tabs.cycle(-1)
+    def action_cycle_agent(self, step: int) -> None:
+        self.agent_tabs.cycle(step)
 
     def action_refresh_rate(self) -> None:
         self.dialogs.refresh_rate()

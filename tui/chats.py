@@ -22,6 +22,7 @@ from engine.owner_messages import (
     Submit,
     TokensGenerated,
 )
+from tui.agent_options import AgentOptions
 from tui.agents import Agent, TurnTokens
 from tui.chat import TurnOutcome, plan_turn, record_failure, record_turn
 
@@ -78,8 +79,9 @@ class Chats:
         await pane.begin_reply()
         if self.host.sessions is not None:
             self.host.sessions.turn_began(agent.agent_id, text)
-        owner.send(Submit(agent.request_id, plan.prompt, settings.max_tokens, agent_id=agent.agent_id,
-                          continues=plan.continues, temperature=settings.temperature))
+        o = agent.options or AgentOptions.defaults(settings)
+        owner.send(Submit(agent.request_id, plan.prompt, o.max_tokens, agent_id=agent.agent_id,
+                          continues=plan.continues, temperature=o.temperature, top_p=o.top_p, stop=o.stop))
 
     async def send_next(self, agent: Agent) -> None:
         """Send the agent's oldest queued message, if it is free to take one."""

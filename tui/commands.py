@@ -14,6 +14,7 @@ KEY_BINDINGS: list[BindingType] = [
     Binding("ctrl+n", "new_agent", "New agent", id="new_agent"),
     Binding("f2", "rename_agent", "Rename agent", id="rename_agent"),
     Binding("f4", "close_agent", "Close agent", id="close_agent"),
+    Binding("f7", "agent_settings", "Agent settings", id="agent_settings", show=False, priority=True),
     # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
     Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
     Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
@@ -24,8 +25,8 @@ KEY_BINDINGS: list[BindingType] = [
     # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
     Binding("ctrl+e", "export", "Export", id="export", priority=True),
     # Priority: the composer would take f6 as "select line".
-    Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False, priority=True),
-    Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False,
+    Binding("f6,ctrl+pagedown", "cycle_agent(1)", "Next agent", id="next_agent", show=False, priority=True),
+    Binding("shift+f6,ctrl+pageup", "cycle_agent(-1)", "Previous agent", id="prev_agent", show=False,
             priority=True),
     Binding("f3", "refresh_rate", "Refresh rate", id="refresh_rate", show=False),
     Binding("f1", "help", "Help", id="help_f1"),
@@ -39,6 +40,8 @@ PALETTE = (
     ("New agent", "Open a new agent chat", "new_agent"),
     ("Rename agent", "Rename the current agent", "rename_agent"),
     ("Fork agent", "A new agent with the current conversation so far, sharing its blocks", "fork_agent"),
+    ("Agent settings", "The current agent's system prompt, temperature, top_p, max tokens, stop strings",
+     "agent_settings"),
     ("Close agent", "Close the current agent and free its blocks", "close_agent"),
     ("Broadcast", "Send one prompt to every agent", "broadcast"),
     ("Regenerate reply", "Drop the last reply and ask again (the context rolls back; nothing is re-read)",
@@ -47,8 +50,8 @@ PALETTE = (
      "edit_last"),
     ("Cancel reply", "Stop the current agent's reply", "cancel_reply"),
     ("Export", "Write the current agent's conversation to <name>.md", "export"),
-    ("Next agent", "Show the next agent's chat", "next_agent"),
-    ("Previous agent", "Show the previous agent's chat", "prev_agent"),
+    ("Next agent", "Show the next agent's chat", "cycle_agent(1)"),
+    ("Previous agent", "Show the previous agent's chat", "cycle_agent(-1)"),
     ("Refresh rate", "How often the side panels redraw (seconds)", "refresh_rate"),
     ("Keys", "List every key (help)", "help"),
 )

@@ -17,8 +17,8 @@ from frontend.sessions import (
     SessionStore,
     SessionStoreError,
     Status,
-    export_markdown,
 )
+from frontend.session_export import export_markdown
 
 from tui.settings import TuiSettings
 
@@ -123,6 +123,10 @@ class SessionLog:
     def agent_renamed(self, agent_id: str, name: str) -> None:
         if (record_id := self._record_ids.get(agent_id)) is not None:
             self._write(self.store.rename_agent, record_id, name)
+
+    def agent_options_changed(self, agent_id: str, system_prompt: str, options: dict) -> None:
+        if (record_id := self._record_ids.get(agent_id)) is not None:
+            self._write(self.store.set_agent_options, record_id, system_prompt, options)
 
     def agent_closed(self, agent_id: str) -> None:
         if (record_id := self._record_ids.pop(agent_id, None)) is not None:
