@@ -13,6 +13,7 @@ from textual.widgets import TabPane
 
 from engine.owner_messages import Adopt, CloseAgent
 from frontend.sessions import AgentRecord
+from tui import badges
 from tui.agent_options import AgentOptions
 from tui.agents import Agent
 from tui.chat import ChatTurn
@@ -97,6 +98,17 @@ class AgentTabs:
         if app.focused is not composer:  # not focusable yet (being mounted): focus it when it can be
             composer.focus()
 
+    async def shown(self, tab: TabPane) -> None:
+        """A chat came on screen: its composer takes the keys, it draws what arrived meanwhile,
+        its marks are cleared, and the panels highlight it."""
+        app = self.host
+        if (agent := app.roster.get(tab.id)) is not None:
+            badges.clear(app, agent)
+        for pane in tab.query(ChatPane):
+            pane.input.focus()
+            await pane.catch_up()
+        app.refresh_panels()
+
     def cycle(self, step: int) -> None:
         """Show the next (``step`` 1) or previous (-1) agent."""
         ids = [a.agent_id for a in self.host.roster]
@@ -108,7 +120,7 @@ class AgentTabs:
     def rename(self, agent: Agent, name: str) -> None:
         app = self.host
         agent.name = name.strip()
-        app.tabs.get_tab(agent.agent_id).label = agent.name
+        app.tabs.get_tab(agent.agent_id).label = badges.label(agent)
         app.pane(agent.agent_id).rename(agent.name)
         if app.sessions is not None:
             app.sessions.agent_renamed(agent.agent_id, agent.name)

@@ -239,10 +239,7 @@ class BlockpoolApp(App[None]):
 
     @on(TabbedContent.TabActivated)
     async def _on_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        for pane in event.pane.query(ChatPane):
-            pane.input.focus()
-            await pane.catch_up()
-        self.refresh_panels()  # the highlighted agent
+        await self.agent_tabs.shown(event.pane)
 
     async def on_chat_pane_sent(self, event: ChatPane.Sent) -> None:
         if (agent := self.roster.get(event.agent_id)) is not None:

@@ -23,6 +23,7 @@ from engine.owner_messages import (
     TokensGenerated,
 )
 from tui.agent_options import AgentOptions
+from tui import badges
 from tui.agents import Agent, TurnTokens
 from tui.chat import TurnOutcome, plan_turn, record_failure, record_turn
 
@@ -171,6 +172,7 @@ class Chats:
                 agent.turn = replace(agent.turn, prompt_done=agent.turn.prompt,
                                      generated=agent.turn.generated + num_tokens)
             if (text := event.text.get(request_id)) is not None:
+                badges.mark(self.host, agent, "unread")
                 if agent.status != "generating":
                     agent.status, agent.prefill = "generating", None
                     self.host.pane(agent.agent_id).reply_status("")
@@ -205,6 +207,7 @@ class Chats:
         shared = f"{shared_tokens:,} tok from shared blocks" if shared_tokens else ""
         note = " · ".join(filter(None, [f"{event.generated_tokens} tok", shared, FINISH_NOTES.get(event.finish_reason)]))
         await self.host.pane(agent.agent_id).finish_reply(event.text, note)
+        badges.reply_ended(self.host, agent, "finished")
 
     async def _fail_turn(self, agent: Agent, error: str, context_tokens: int) -> None:
         """End the agent's turn in flight with ``error``, shown in its chat; its text goes back to the input."""
@@ -220,6 +223,7 @@ class Chats:
         self._turn_over(agent)
         agent.status, agent.error, agent.context_tokens = "error", error, context_tokens
         await pane.add_error(error)
+        badges.reply_ended(self.host, agent, "error")
 
     def adopted(self, event: ContextAdopted) -> None:
         """A resumed agent's context is the text already in the engine for its next turn."""
