@@ -192,6 +192,7 @@ class RequestEnded(_Event):
     context_ids: tuple[int, ...]
     ends_with_eos: bool
     decode_tok_s: float | None
+    ttft_s: float | None = None  # submitted to first token (None where the engine does not say)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,13 +26,13 @@ from tui.agent_options import AgentOptions
 from tui import badges
 from tui.agents import Agent, TurnTokens
 from tui.chat import TurnOutcome, plan_turn, record_failure, record_turn
+from tui.reply_note import reply_note
 
 if TYPE_CHECKING:
     from engine.protocol import Render
     from tui.host import Host
     from tui.widgets import ChatMessage
 
-FINISH_NOTES = {"stop": "", "length": "max tokens reached", "cancelled": "cancelled"}
 
 
 class Chats:
@@ -195,7 +195,7 @@ class Chats:
         assert agent.in_flight is not None
         outcome = TurnOutcome(event.text, event.finish_reason, event.cached_tokens, event.prompt_tokens,
                               event.generated_tokens, event.context_tokens, event.ends_with_eos)
-        shared_tokens = 0 if agent.in_flight.continues else event.cached_tokens  # a prefix hit
+        continues = agent.in_flight.continues
         record_turn(agent.conversation, agent.in_flight, outcome, self._eos_text)
         self._turn_over(agent)
         agent.status, agent.context_tokens = "idle", event.context_tokens
@@ -204,8 +204,9 @@ class Chats:
             status = "cancelled" if event.finish_reason == "cancelled" else "complete"
             self.host.sessions.turn_ended(agent.agent_id, event.text, status, finish_reason=event.finish_reason,
                                          token_ids=event.context_ids)
-        shared = f"{shared_tokens:,} tok from shared blocks" if shared_tokens else ""
-        note = " · ".join(filter(None, [f"{event.generated_tokens} tok", shared, FINISH_NOTES.get(event.finish_reason)]))
+        note = reply_note(generated_tokens=event.generated_tokens, finish_reason=event.finish_reason,
+                          cached_tokens=event.cached_tokens, continues=continues, ttft_s=event.ttft_s,
+                          decode_tok_s=event.decode_tok_s)
         await self.host.pane(agent.agent_id).finish_reply(event.text, note)
         badges.reply_ended(self.host, agent, "finished")
 
