@@ -74,3 +74,18 @@ def test_truncate_refuses_a_running_agent_and_a_length_past_the_context(default_
     with pytest.raises(ValueError, match="agent 'nobody' has no context"):
         engine.truncate("nobody", 0)
     list(engine.step())
+
+
+def test_a_spilled_context_is_restored_from_disk_then_rolled_back(default_model, engine):
+    model, tokenizer = default_model
+    first, retry = first_turn(tokenizer), FOLLOW_UP.format("Which colour comes first?")
+    _, want = reference_turns(model, tokenizer, [first, retry], MAX_TOKENS)
+    done = run_alone(engine, "a", first, MAX_TOKENS)
+    kept = done.blocks.total_tokens
+    run_alone(engine, "a", FOLLOW_UP.format("Say hello."), MAX_TOKENS, done.blocks)
+    assert engine.evict("a") and "a" in engine.spilled_agents()
+    blocks = engine.truncate("a", kept)
+    assert "a" not in engine.spilled_agents() and blocks.total_tokens == kept  # back from its file, then cut
+    again = run_alone(engine, "a", retry, MAX_TOKENS, blocks)
+    assert again.text == want and again.cached_tokens == kept
+    assert_blocks_accounted(engine, ["a"])
