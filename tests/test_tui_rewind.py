@@ -136,3 +136,26 @@ async def test_f_on_a_message_forks_the_conversation_before_it_and_the_fork_cont
         assert fork.conversation.turns[-1].content == reference(model, tokenizer, base_ids + added, MAX_TOKENS)
         assert fork.turn.cached == len(base_ids)  # the fork's rolled-back context, from shared blocks
 
+
+
+async def test_an_engine_that_cannot_roll_back_regenerates_from_the_whole_history():
+    """The remote and scripted engines declare ``truncate = None``: the turn is sent as a fresh prompt."""
+    from tests.scripted import scripted_app
+
+    app = scripted_app(["One.", "Two.", "Three."], agents=1)
+    notes = capture_notifications(app)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        agent = app.active_agent
+        for text in ("First question.", "Second question."):
+            await app.chats.send(agent, text)
+            await wait_for(pilot, lambda: not agent.busy)
+        sent: list = []
+        send = app.owner.send
+        app.owner.send = lambda command: (sent.append(command), send(command))[1]  # type: ignore[method-assign]
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not agent.busy and len(agent.conversation.turns) == 4)
+        assert any("cannot roll a context back" in n for n in notes)
+        submit = sent[-1]
+        assert not submit.continues and "First question." in submit.prompt and "Second question." in submit.prompt
+        assert [t.content for t in agent.conversation.turns] == ["First question.", "One.", "Second question.", "Three."]
