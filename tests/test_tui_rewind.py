@@ -57,8 +57,12 @@ async def test_regenerate_rolls_the_context_back_and_reads_only_the_last_message
         assert agent.turn.cached == len(base_ids)  # the rolled-back context came from blocks
         assert agent.turn.prompt == turn_before.prompt  # only the last message was read again
         assert app.owner.engine.pool.used_blocks() == used_before
-        note = [m for m in app.pane(agent.agent_id).query(ChatMessage) if m.role == "assistant"][-1].note
-        assert f"{len(base_ids)} tok reused from blocks" in note and "first token" in note and "tok/s" in note
+
+        def note() -> str:
+            """the regenerated reply's figures"""
+            return [m for m in app.pane(agent.agent_id).query(ChatMessage) if m.role == "assistant"][-1].note
+        await wait_for(pilot, lambda: "first token" in note())
+        assert f"{len(base_ids)} tok reused from blocks" in note() and "tok/s" in note()
         messages, context = saved(app, agent)
         assert len(messages) == 4 and context[: len(base_ids)] == base_ids
 

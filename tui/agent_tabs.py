@@ -102,6 +102,8 @@ class AgentTabs:
         """A chat came on screen: its composer takes the keys, it draws what arrived meanwhile,
         its marks are cleared, and the panels highlight it."""
         app = self.host
+        if not app.screen_stack:  # quitting: the screens are gone
+            return
         if (agent := app.roster.get(tab.id)) is not None:
             badges.clear(app, agent)
         for pane in tab.query(ChatPane):
