@@ -93,7 +93,8 @@ def run_serve(argv: Sequence[str]) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.private import free_name, write_private_text
-    from frontend.sessions import SessionStore, SessionStoreError, export_markdown
+    from frontend.session_export import export_markdown
+    from frontend.sessions import SessionStore, SessionStoreError
 
     try:
         store = SessionStore(args.data_dir / "sessions.db" if args.data_dir is not None else None)

@@ -40,6 +40,7 @@ from .runner import DEFAULT_PREFILL_STEP, ModelRunner
 from .scheduler import Scheduler
 from .sequence import Request
 from .step_loop import StepLoop
+from .truncation import truncate_context
 
 __all__ = ["DEFAULT_PREFILL_STEP", "BlockPoolBatchEngine"]
 
@@ -237,6 +238,23 @@ class BlockPoolBatchEngine:
         with self._step_lock:
             self._outbox.extend(self._loop.apply_commands())
             return self._contexts.fork(source_agent_id, new_agent_id)
+
+    def truncate(self, agent_id: str, n_tokens: int) -> AgentBlocks:
+        """Keep the first ``n_tokens`` of an idle agent's context (regenerate a reply, edit a
+        message): blocks past them go back to the pool, cached where hashed; the next turn
+        (``cache=`` the returned AgentBlocks, the same object) prefills only its new tokens.
+
+        Owner thread only; ValueError when the agent is running, closed, has no context or
+        holds fewer than ``n_tokens``; PoolExhausted when a shared block cannot be copied.
+        """
+        self._owner.check("truncate")
+        self._check_open("truncate")
+        if self._scheduler.is_busy(agent_id) or self._scheduler.is_closed(agent_id):
+            state = "running" if self._scheduler.is_busy(agent_id) else "closed"
+            raise ValueError(f"agent {agent_id!r} is {state}; truncate an idle agent's context (cancel its turn first)")
+        with self._step_lock:
+            self._outbox.extend(self._loop.apply_commands())
+            return truncate_context(self._contexts, agent_id, n_tokens)
 
     def close(self) -> dict[str, str]:
         """Release the engine: save every resident context to the spill folder (when one was

@@ -76,6 +76,14 @@ class ForkAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class Truncate:
+    """Keep the first ``num_tokens`` of an idle agent's context (regenerate, edit a message)."""
+
+    agent_id: str
+    num_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class Inspect:
     """Run ``fn(owner)`` between steps and put its answer (or its exception) in ``future``."""
 
@@ -83,7 +91,7 @@ class Inspect:
     future: Future
 
 
-Command = Submit | Cancel | Drop | CloseAgent | Adopt | ForkAgent | Inspect
+Command = Submit | Cancel | Drop | CloseAgent | Adopt | ForkAgent | Truncate | Inspect
 
 # -- events --------------------------------------------------------------------------------
 
@@ -184,6 +192,7 @@ class RequestEnded(_Event):
     context_ids: tuple[int, ...]
     ends_with_eos: bool
     decode_tok_s: float | None
+    ttft_s: float | None = None  # submitted to first token (None where the engine does not say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +225,26 @@ class ForkFailed(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Truncated(_Event):
+    """``agent_id``'s context now holds its first ``num_tokens`` (``token_ids``) in ``num_blocks`` blocks."""
+
+    agent_id: str
+    num_tokens: int
+    num_blocks: int
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateFailed(_Event):
+    """The context was not rolled back (a running agent, too few tokens, an engine that cannot):
+    the agent's next turn should start a fresh context."""
+
+    agent_id: str
+    num_tokens: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStats(_Event):
     """Pool and telemetry snapshot, a few times a second at most (``stats_interval_s``)."""
 
@@ -236,6 +265,7 @@ class TelemetryBatch(_Event):
 
 
 OwnerEvent = (EngineLoading | EngineReady | EngineFailed | RequestAccepted | RequestRefused | TokensGenerated
-              | RequestEnded | ContextAdopted | Forked | ForkFailed | EngineStats | TelemetryBatch)
+              | RequestEnded | ContextAdopted | Forked | ForkFailed | Truncated | TruncateFailed | EngineStats
+              | TelemetryBatch)
 # Called on the owner thread for every event; it must hand the event over and return at once.
 OnEvent = Callable[[OwnerEvent], object]

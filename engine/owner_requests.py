@@ -171,7 +171,7 @@ class Requests:
             flight.request_id, flight.agent_id, completion.text, completion.finish_reason, completion.error,
             completion.prompt_tokens, completion.cached_tokens, completion.generated_tokens,
             blocks.total_tokens if blocks is not None else 0, tuple(blocks.token_ids) if blocks is not None else (),
-            bool(ids) and ids[-1] in self._eos_ids, completion.decode_tok_s,
+            bool(ids) and ids[-1] in self._eos_ids, completion.decode_tok_s, completion.ttft_s,
         ))
 
     def _release(self, engine: Engine, agent_id: str) -> None:

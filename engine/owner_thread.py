@@ -41,8 +41,10 @@ from .owner_messages import (
     RequestRefused,
     Submit,
     TelemetryBatch,
+    Truncate,
 )
 from .owner_requests import Requests
+from .owner_truncate import truncate
 from .protocol import render_chat
 
 if TYPE_CHECKING:
@@ -238,6 +240,8 @@ class EngineOwner(threading.Thread):
                 self._adopt(engine, command)
             case ForkAgent():
                 self._fork(engine, command)
+            case Truncate():
+                truncate(engine, command, self.requests, self._emit)
             case Inspect(fn=fn, future=future):
                 try:
                     future.set_result(fn(self))

@@ -3,7 +3,8 @@
 
 Results are ``engine.outputs``' types (``StepOutput`` of ``TokenDelta``, ``PrefillProgress``
 and ``Completion``) whatever the engine. A capability an engine lacks is declared, not
-probed: ``fork = None`` where contexts cannot share blocks; ``adopt`` returns None where no
+probed: ``fork = None`` where contexts cannot share blocks, ``truncate = None`` where a
+context cannot be rolled back here (the front end re-sends the history instead); ``adopt`` returns None where no
 context is kept here (a server keeps it).
 """
 
@@ -55,6 +56,8 @@ class Engine(Protocol):
     def num_active(self) -> int: ...
     @property
     def fork(self) -> Callable[[str, str], AgentBlocks] | None: ...
+    @property
+    def truncate(self) -> Callable[[str, int], AgentBlocks] | None: ...
 
     def submit(self, agent_id: str, prompt: str | Sequence[int], cache: AgentBlocks | None = None,
                max_tokens: int = 256, *, temperature: float = 0.0, top_p: float = 1.0,

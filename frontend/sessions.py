@@ -20,7 +20,7 @@ import time
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from engine.env import DATA_DIR as DATA_DIR_ENV
 from engine.loading.paths import data_dir
 from engine.private import FILE_MODE, free_name, private_dir, private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: agents.options
 Status = Literal["complete", "generating", "interrupted", "cancelled", "error"]
 
 _SCHEMA = """
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS agents (
     system_prompt TEXT NOT NULL DEFAULT '',
     closed INTEGER NOT NULL DEFAULT 0,
     context_tokens BLOB NOT NULL DEFAULT x'',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
@@ -101,6 +102,7 @@ class AgentRecord:
     system_prompt: str
     closed: bool
     context_tokens: list[int]
+    options: dict[str, Any] = field(default_factory=dict)  # the agent's own sampling settings
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class SessionStore:
             raise sqlite3.DatabaseError(f"quick_check: {check}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        if "options" not in {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}:  # a version 1 file
+            self._db.execute("ALTER TABLE agents ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         # A reply still 'generating' when we open was cut off by a crash.
         self._db.execute("UPDATE messages SET status='interrupted' WHERE status='generating'")
@@ -202,17 +206,22 @@ class SessionStore:
         with self._tx() as db:
             db.execute("UPDATE agents SET name=? WHERE id=?", (name, agent_id))
 
+    def set_agent_options(self, agent_id: int, system_prompt: str, options: dict[str, Any]) -> None:
+        """The agent's system prompt and its own sampling settings (its later turns use them)."""
+        with self._tx() as db:
+            db.execute("UPDATE agents SET system_prompt=?, options=? WHERE id=?", (system_prompt, json.dumps(options), agent_id))
+
     def close_agent(self, agent_id: int) -> None:
         with self._tx() as db:
             db.execute("UPDATE agents SET closed=1 WHERE id=?", (agent_id,))
 
     def agents(self, session_id: int, *, include_closed: bool = False) -> list[AgentRecord]:
         rows = self._db.execute(
-            "SELECT id, session_id, name, system_prompt, closed, context_tokens FROM agents "
+            "SELECT id, session_id, name, system_prompt, closed, context_tokens, options FROM agents "
             "WHERE session_id=? AND (closed=0 OR ?) ORDER BY id",
             (session_id, include_closed),
         )
-        return [AgentRecord(r[0], r[1], r[2], r[3], bool(r[4]), _tokens(r[5])) for r in rows]
+        return [AgentRecord(r[0], r[1], r[2], r[3], bool(r[4]), _tokens(r[5]), json.loads(r[6])) for r in rows]
 
     # -- turns -----------------------------------------------------------------------
 
@@ -260,29 +269,21 @@ class SessionStore:
         )
         return [Message(*r) for r in rows]
 
+    def drop_messages_after(self, agent_id: int, last_kept_id: int | None, context_tokens: list[int]) -> None:
+        """Forget the messages after ``last_kept_id`` (all, with None): a conversation rolled back."""
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE agent_id=? AND id>?", (agent_id, last_kept_id or 0))
+            db.execute("UPDATE agents SET context_tokens=? WHERE id=?", (array("i", context_tokens).tobytes(), agent_id))
+
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
     def _touch_agent(self, db: sqlite3.Connection, agent_id: int) -> None:
-        db.execute(
-            "UPDATE sessions SET updated_at=? WHERE id=(SELECT session_id FROM agents WHERE id=?)",
-            (time.time(), agent_id),
-        )
+        db.execute("UPDATE sessions SET updated_at=? WHERE id=(SELECT session_id FROM agents WHERE id=?)",
+                   (time.time(), agent_id))
 
     def _touch(self, db: sqlite3.Connection, session_id: int) -> None:
         db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (time.time(), session_id))
-
-
-def export_markdown(store: SessionStore, agent: AgentRecord) -> str:
-    """One agent's conversation as Markdown."""
-    lines = [f"# {agent.name}", ""]
-    if agent.system_prompt:
-        lines += [f"> System: {agent.system_prompt}", ""]
-    for message in store.messages(agent.id):
-        title = "User" if message.role == "user" else "Assistant"
-        note = "" if message.status == "complete" else f" *({message.status})*"
-        lines += [f"## {title}{note}", "", message.content or "_(no text)_", ""]
-    return "\n".join(lines)
 
 
 def _session(row: tuple) -> SessionRecord:

@@ -14,6 +14,7 @@ from pool.prefix_index import PrefixMatch
 from pool.sharing import RegisterStats
 from pool.snapshot import BlockInfo, PoolSnapshot
 from pool.spec import ModelCacheSpec
+from pool.truncation import can_truncate_in_place
 
 __all__ = [
     "AgentBlocks",
@@ -27,4 +28,5 @@ __all__ = [
     "PoolSnapshot",
     "RegisterStats",
     "UnsupportedCacheError",
+    "can_truncate_in_place",
 ]

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-from pool import sharing
+from pool import sharing, truncation
 from pool.agent_blocks import AgentBlocks
 from pool.block import Block
 from pool.errors import PoolExhausted
@@ -17,8 +17,7 @@ from pool.spec import ModelCacheSpec
 
 logger = logging.getLogger(__name__)
 
-# on_change(kind, agent_id, layer_id, block_ids): kind is "allocate" (new blocks),
-# "share" (the agent took a reference to held or cached blocks) or "free" (it let go).
+# on_change(kind, agent_id, layer_id, block_ids); kind: "allocate", "share" (a reference taken) or "free".
 ChangeObserver = Callable[[str, str, int, list[int]], None]
 
 
@@ -203,6 +202,11 @@ class BlockPool(PoolState):
         with self._action():
             return sharing.fork(self, source, new_agent_id)
 
+    def truncate(self, agent: AgentBlocks, n_tokens: int) -> list[tuple[int, int]]:
+        """Keep `agent`'s first `n_tokens` (``pool.truncation``); (old_id, new_id) of each block copied."""
+        with self._action():
+            return truncation.truncate(self, agent, n_tokens)
+
     def acquire_prefix(self, agent_id: str, match: PrefixMatch) -> AgentBlocks:
         """A new context for `agent_id` that holds the blocks of `match`."""
         with self._action():
@@ -230,8 +234,7 @@ class BlockPool(PoolState):
 
     @contextmanager
     def _action(self) -> Iterator[None]:
-        # Observers run after the outermost action, outside the lock: a failing
-        # or slow observer never undoes or blocks a change.
+        # Observers run after the outermost action, outside the lock: none undoes or blocks a change.
         events: list[tuple[str, str, int, list[int]]] = []
         try:
             with self._lock:

@@ -154,6 +154,7 @@ class ScriptedEngine:
         return set()  # the script never spills
 
     fork = None  # the script keeps no K/V to share
+    truncate = None  # nor a context to roll back
 
     def close(self) -> dict[str, str]:
         return {}  # nothing to save: the script keeps no K/V

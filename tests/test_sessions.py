@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from frontend.sessions import SessionStore, SessionStoreError, export_markdown
+from frontend.session_export import export_markdown
+from frontend.sessions import SessionStore, SessionStoreError
 
 
 def test_round_trip_and_interrupted_reply(tmp_path):

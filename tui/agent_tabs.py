@@ -13,6 +13,8 @@ from textual.widgets import TabPane
 
 from engine.owner_messages import Adopt, CloseAgent
 from frontend.sessions import AgentRecord
+from tui import badges
+from tui.agent_options import AgentOptions
 from tui.agents import Agent
 from tui.chat import ChatTurn
 from tui.session_log import kept_turns
@@ -52,6 +54,8 @@ class AgentTabs:
         app = self.host
         assert app.sessions is not None and app.owner is not None
         agent = await self.open(record.name, activate=False, system=record.system_prompt, record_id=record.id)
+        if record.options:
+            agent.options = AgentOptions.defaults(app.settings).with_saved(record.options)
         messages = app.sessions.messages(record)
         for user_text, reply in kept_turns(messages):
             agent.conversation.turns += [ChatTurn("user", user_text), ChatTurn("assistant", reply)]
@@ -94,6 +98,19 @@ class AgentTabs:
         if app.focused is not composer:  # not focusable yet (being mounted): focus it when it can be
             composer.focus()
 
+    async def shown(self, tab: TabPane) -> None:
+        """A chat came on screen: its composer takes the keys, it draws what arrived meanwhile,
+        its marks are cleared, and the panels highlight it."""
+        app = self.host
+        if not app.screen_stack:  # quitting: the screens are gone
+            return
+        if (agent := app.roster.get(tab.id)) is not None:
+            badges.clear(app, agent)
+        for pane in tab.query(ChatPane):
+            pane.input.focus()
+            await pane.catch_up()
+        app.refresh_panels()
+
     def cycle(self, step: int) -> None:
         """Show the next (``step`` 1) or previous (-1) agent."""
         ids = [a.agent_id for a in self.host.roster]
@@ -105,7 +122,7 @@ class AgentTabs:
     def rename(self, agent: Agent, name: str) -> None:
         app = self.host
         agent.name = name.strip()
-        app.tabs.get_tab(agent.agent_id).label = agent.name
+        app.tabs.get_tab(agent.agent_id).label = badges.label(agent)
         app.pane(agent.agent_id).rename(agent.name)
         if app.sessions is not None:
             app.sessions.agent_renamed(agent.agent_id, agent.name)

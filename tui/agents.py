@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tui.agent_options import AgentOptions
+from tui.badges import Badge
 from tui.chat import Conversation, TurnPlan
 
 AgentStatus = Literal["idle", "queued", "prefilling", "generating", "error"]
@@ -48,10 +50,13 @@ class Agent:
     request_id: int | None = None  # the owner thread's id of the turn in flight
     pending: deque[str] = field(default_factory=deque)
     turn: TurnTokens | None = None
+    options: AgentOptions | None = None  # its own sampling settings (None: the app's)
+    badge: Badge | None = None  # what happened while it was not on screen (tui.badges)
+    rewinding: str | None = None  # waiting for the engine to roll back; then this text ("": none) is sent
 
     @property
     def busy(self) -> bool:
-        return self.in_flight is not None
+        return self.in_flight is not None or self.rewinding is not None
 
     @property
     def holds_conversation(self) -> bool:
@@ -113,9 +118,11 @@ class AgentRow:
     num_pending: int
     prefill: tuple[int, int] | None
     turn: TurnTokens | None = None
+    badge: Badge | None = None
 
     @classmethod
     def of(cls, agent: Agent) -> AgentRow:
         context_tokens = agent.turn.context if agent.busy and agent.turn is not None else agent.context_tokens
         return cls(agent.agent_id, agent.name, agent.colour, agent.status, agent.error,
-                   context_tokens, agent.num_blocks, agent.spilled, len(agent.pending), agent.prefill, agent.turn)
+                   context_tokens, agent.num_blocks, agent.spilled, len(agent.pending), agent.prefill, agent.turn,
+                   agent.badge)

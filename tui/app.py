@@ -36,6 +36,7 @@ from tui.dialogs import Dialogs
 from tui.forks import Forks
 from tui.messages import EngineEvent
 from tui.panel_feed import PanelFeed
+from tui.rewinds import Rewinds
 from tui.remote.factory import tui_engine_factory
 from tui.remote.messages import ServerStatus
 from tui.remote.server_panels import connection_title
@@ -87,6 +88,7 @@ class BlockpoolApp(App[None]):
         self.chats = Chats(self)
         self.agent_tabs = AgentTabs(self, self.chats)
         self.forks = Forks(self, self.chats, self.agent_tabs)
+        self.rewinds = Rewinds(self, self.chats, self.forks)
         self.panels = PanelFeed(self)
         self.dialogs = Dialogs(self, self.chats, self.agent_tabs, self.panels)
         self._telemetry_writer: JsonlWriter | None = None
@@ -131,8 +133,7 @@ class BlockpoolApp(App[None]):
 
     def on_unmount(self) -> None:
         if self.owner is not None:
-            # A step in flight finishes, then the engine saves its contexts; the thread is a
-            # daemon, so exit never hangs on it longer than this.
+            # A step in flight finishes, then the engine saves its contexts (a daemon thread: never longer).
             self.engine_stop_s = self.owner.stop(timeout_s=self.ENGINE_STOP_S)
         if self._telemetry_writer is not None:
             self._telemetry_writer.close()
@@ -202,6 +203,8 @@ class BlockpoolApp(App[None]):
                 self.forks.forked(forked)
             case ev.ForkFailed() as failed_fork:
                 self.forks.fork_failed(failed_fork)
+            case ev.Truncated() | ev.TruncateFailed() as rolled_back:
+                await self.rewinds.answered(rolled_back)
             case ev.EngineStats() as stats:
                 self.stats = stats
 
@@ -236,14 +239,14 @@ class BlockpoolApp(App[None]):
 
     @on(TabbedContent.TabActivated)
     async def _on_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        for pane in event.pane.query(ChatPane):
-            pane.input.focus()
-            await pane.catch_up()
-        self.refresh_panels()  # the highlighted agent
+        await self.agent_tabs.shown(event.pane)
 
     async def on_chat_pane_sent(self, event: ChatPane.Sent) -> None:
         if (agent := self.roster.get(event.agent_id)) is not None:
             await self.chats.send(agent, event.text)
+
+    async def on_chat_pane_turn_chosen(self, event: ChatPane.TurnChosen) -> None:
+        await self.rewinds.turn_chosen(event.agent_id, event.turn_index, event.action)
 
     # -- the keys' actions ---------------------------------------------------------------------
 
@@ -253,11 +256,20 @@ class BlockpoolApp(App[None]):
     def action_rename_agent(self) -> None:
         self.dialogs.rename()
 
+    def action_agent_settings(self) -> None:
+        self.dialogs.agent_settings()
+
     async def action_close_agent(self) -> None:
         await self.dialogs.close()
 
     async def action_fork_agent(self) -> None:
         await self.forks.fork_active()
+
+    async def action_regenerate(self) -> None:
+        await self.rewinds.regenerate_active()
+
+    async def action_edit_last(self) -> None:
+        await self.rewinds.edit_active()
 
     def action_broadcast(self) -> None:
         self.dialogs.broadcast()
@@ -269,11 +281,8 @@ class BlockpoolApp(App[None]):
     def action_export(self) -> None:
         self.dialogs.export()
 
-    def action_next_agent(self) -> None:
-        self.agent_tabs.cycle(+1)
-
-    def action_prev_agent(self) -> None:
-        self.agent_tabs.cycle(-1)
+    def action_cycle_agent(self, step: int) -> None:
+        self.agent_tabs.cycle(step)
 
     def action_refresh_rate(self) -> None:
         self.dialogs.refresh_rate()

@@ -40,6 +40,8 @@ class Conversation:
     turns: list[ChatTurn] = field(default_factory=list)
     context_text: str | None = None
     context_tokens: int = 0
+    # number of turns -> (context text, tokens) the context held after them: where a rollback may go
+    checkpoints: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     def template_messages(self) -> list[dict[str, str]]:
         """The messages in the shape ``apply_chat_template`` takes."""
@@ -114,10 +116,26 @@ def context_after(plan: TurnPlan, outcome: TurnOutcome, eos_text: str) -> str | 
 
 def record_turn(conversation: Conversation, plan: TurnPlan, outcome: TurnOutcome, eos_text: str) -> None:
     """Add the user message and the reply (even a partial one) to the conversation."""
+    if plan.continues:
+        conversation.checkpoints[len(conversation.turns)] = (plan.base_text, plan.base_tokens)
     conversation.turns.append(ChatTurn("user", plan.user_text))
     conversation.turns.append(ChatTurn("assistant", outcome.reply))
     conversation.context_text = context_after(plan, outcome, eos_text)
     conversation.context_tokens = outcome.context_tokens if conversation.context_text else 0
+    if conversation.context_text:
+        conversation.checkpoints[len(conversation.turns)] = (conversation.context_text, conversation.context_tokens)
+
+
+def rewind(conversation: Conversation, num_turns: int) -> int | None:
+    """Keep the first ``num_turns`` turns; the context is the one after them when known.
+
+    Returns the tokens the engine's context should keep, or None when the next turn must
+    start a fresh one (no checkpoint there: e.g. the first turn, or a template rewrite)."""
+    del conversation.turns[num_turns:]
+    conversation.checkpoints = {n: c for n, c in conversation.checkpoints.items() if n <= num_turns}
+    checkpoint = conversation.checkpoints.get(num_turns)
+    conversation.context_text, conversation.context_tokens = checkpoint if checkpoint else (None, 0)
+    return checkpoint[1] if checkpoint else None
 
 
 def record_failure(conversation: Conversation, plan: TurnPlan, context_tokens: int) -> None:

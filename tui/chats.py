@@ -22,15 +22,17 @@ from engine.owner_messages import (
     Submit,
     TokensGenerated,
 )
+from tui.agent_options import AgentOptions
+from tui import badges
 from tui.agents import Agent, TurnTokens
 from tui.chat import TurnOutcome, plan_turn, record_failure, record_turn
+from tui.reply_note import reply_note
 
 if TYPE_CHECKING:
     from engine.protocol import Render
     from tui.host import Host
     from tui.widgets import ChatMessage
 
-FINISH_NOTES = {"stop": "", "length": "max tokens reached", "cancelled": "cancelled"}
 
 
 class Chats:
@@ -74,12 +76,17 @@ class Chats:
         agent.request_id = owner.new_request_id()
         self._agent_ids[agent.request_id] = agent.agent_id
         pane = self.host.pane(agent.agent_id)
-        self._user_messages[agent.agent_id] = await pane.add_user(text)
+        self._user_messages[agent.agent_id] = await pane.add_user(text, len(agent.conversation.turns))
         await pane.begin_reply()
         if self.host.sessions is not None:
             self.host.sessions.turn_began(agent.agent_id, text)
-        owner.send(Submit(agent.request_id, plan.prompt, settings.max_tokens, agent_id=agent.agent_id,
-                          continues=plan.continues, temperature=settings.temperature))
+        o = agent.options or AgentOptions.defaults(settings)
+        owner.send(Submit(agent.request_id, plan.prompt, o.max_tokens, agent_id=agent.agent_id,
+                          continues=plan.continues, temperature=o.temperature, top_p=o.top_p, stop=o.stop))
+
+    async def send_next(self, agent: Agent) -> None:
+        """Send the agent's oldest queued message, if it is free to take one."""
+        await self._send_next(agent)
 
     async def _send_next(self, agent: Agent) -> None:
         if agent.pending and not agent.busy and self.ready and self.host.roster.get(agent.agent_id) is agent:
@@ -165,6 +172,7 @@ class Chats:
                 agent.turn = replace(agent.turn, prompt_done=agent.turn.prompt,
                                      generated=agent.turn.generated + num_tokens)
             if (text := event.text.get(request_id)) is not None:
+                badges.mark(self.host, agent, "unread")
                 if agent.status != "generating":
                     agent.status, agent.prefill = "generating", None
                     self.host.pane(agent.agent_id).reply_status("")
@@ -187,7 +195,7 @@ class Chats:
         assert agent.in_flight is not None
         outcome = TurnOutcome(event.text, event.finish_reason, event.cached_tokens, event.prompt_tokens,
                               event.generated_tokens, event.context_tokens, event.ends_with_eos)
-        shared_tokens = 0 if agent.in_flight.continues else event.cached_tokens  # a prefix hit
+        continues = agent.in_flight.continues
         record_turn(agent.conversation, agent.in_flight, outcome, self._eos_text)
         self._turn_over(agent)
         agent.status, agent.context_tokens = "idle", event.context_tokens
@@ -196,9 +204,11 @@ class Chats:
             status = "cancelled" if event.finish_reason == "cancelled" else "complete"
             self.host.sessions.turn_ended(agent.agent_id, event.text, status, finish_reason=event.finish_reason,
                                          token_ids=event.context_ids)
-        shared = f"{shared_tokens:,} tok from shared blocks" if shared_tokens else ""
-        note = " · ".join(filter(None, [f"{event.generated_tokens} tok", shared, FINISH_NOTES.get(event.finish_reason)]))
+        note = reply_note(generated_tokens=event.generated_tokens, finish_reason=event.finish_reason,
+                          cached_tokens=event.cached_tokens, continues=continues, ttft_s=event.ttft_s,
+                          decode_tok_s=event.decode_tok_s)
         await self.host.pane(agent.agent_id).finish_reply(event.text, note)
+        badges.reply_ended(self.host, agent, "finished")
 
     async def _fail_turn(self, agent: Agent, error: str, context_tokens: int) -> None:
         """End the agent's turn in flight with ``error``, shown in its chat; its text goes back to the input."""
@@ -206,12 +216,15 @@ class Chats:
         record_failure(agent.conversation, agent.in_flight, context_tokens)
         if self.host.sessions is not None:
             self.host.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=error)
+        if (user_message := self._user_messages.get(agent.agent_id)) is not None:
+            user_message.turn_index = None  # a failed turn is no place in the conversation
         pane = self.host.pane(agent.agent_id)
         if not pane.input.value:
             pane.restore_input(agent.in_flight.user_text)
         self._turn_over(agent)
         agent.status, agent.error, agent.context_tokens = "error", error, context_tokens
         await pane.add_error(error)
+        badges.reply_ended(self.host, agent, "error")
 
     def adopted(self, event: ContextAdopted) -> None:
         """A resumed agent's context is the text already in the engine for its next turn."""
@@ -221,6 +234,8 @@ class Chats:
         agent.context_tokens = event.num_tokens
         agent.conversation.context_text = event.text or None
         agent.conversation.context_tokens = event.num_tokens if event.text else 0
+        if event.text:
+            agent.conversation.checkpoints[len(agent.conversation.turns)] = (event.text, event.num_tokens)
 
     def take_stats(self, stats: EngineStats) -> None:
         usage = stats.pool.agent_usage()

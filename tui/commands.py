@@ -14,15 +14,19 @@ KEY_BINDINGS: list[BindingType] = [
     Binding("ctrl+n", "new_agent", "New agent", id="new_agent"),
     Binding("f2", "rename_agent", "Rename agent", id="rename_agent"),
     Binding("f4", "close_agent", "Close agent", id="close_agent"),
+    Binding("f7", "agent_settings", "Agent settings", id="agent_settings", show=False, priority=True),
     # Priority: newer composers (TextArea) take ctrl+f as "delete word right".
     Binding("ctrl+f", "fork_agent", "Fork", id="fork_agent", priority=True),
     Binding("ctrl+b", "broadcast", "Broadcast", id="broadcast"),
+    # Off the footer (full already), in F1. Priority: the composer would take any key it knows first.
+    Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate", show=False, priority=True),
+    Binding("f5", "edit_last", "Edit last message", id="edit_last", show=False, priority=True),
     Binding("escape", "cancel_reply", "Cancel reply", id="cancel_reply"),
     # Priority: the chat input would take ctrl+e as "end of line" (the end key still does that).
     Binding("ctrl+e", "export", "Export", id="export", priority=True),
     # Priority: the composer would take f6 as "select line".
-    Binding("f6,ctrl+pagedown", "next_agent", "Next agent", id="next_agent", show=False, priority=True),
-    Binding("shift+f6,ctrl+pageup", "prev_agent", "Previous agent", id="prev_agent", show=False,
+    Binding("f6,ctrl+pagedown", "cycle_agent(1)", "Next agent", id="next_agent", show=False, priority=True),
+    Binding("shift+f6,ctrl+pageup", "cycle_agent(-1)", "Previous agent", id="prev_agent", show=False,
             priority=True),
     Binding("f3", "refresh_rate", "Refresh rate", id="refresh_rate", show=False),
     Binding("f1", "help", "Help", id="help_f1"),
@@ -36,12 +40,18 @@ PALETTE = (
     ("New agent", "Open a new agent chat", "new_agent"),
     ("Rename agent", "Rename the current agent", "rename_agent"),
     ("Fork agent", "A new agent with the current conversation so far, sharing its blocks", "fork_agent"),
+    ("Agent settings", "The current agent's system prompt, temperature, top_p, max tokens, stop strings",
+     "agent_settings"),
     ("Close agent", "Close the current agent and free its blocks", "close_agent"),
     ("Broadcast", "Send one prompt to every agent", "broadcast"),
+    ("Regenerate reply", "Drop the last reply and ask again (the context rolls back; nothing is re-read)",
+     "regenerate"),
+    ("Edit last message", "Drop the last turn and put its message in the composer to edit and resend",
+     "edit_last"),
     ("Cancel reply", "Stop the current agent's reply", "cancel_reply"),
     ("Export", "Write the current agent's conversation to <name>.md", "export"),
-    ("Next agent", "Show the next agent's chat", "next_agent"),
-    ("Previous agent", "Show the previous agent's chat", "prev_agent"),
+    ("Next agent", "Show the next agent's chat", "cycle_agent(1)"),
+    ("Previous agent", "Show the previous agent's chat", "cycle_agent(-1)"),
     ("Refresh rate", "How often the side panels redraw (seconds)", "refresh_rate"),
     ("Keys", "List every key (help)", "help"),
 )
@@ -50,7 +60,9 @@ PALETTE = (
 FIXED_KEYS: tuple[KeyRow, ...] = (
     ("enter", "Send the message, every line of it (queued while the agent is busy)", ""),
     ("ctrl+j / shift+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
-    ("tab / shift+tab", "Move focus", ""),
+    ("tab / shift+tab", "Move focus (your messages too: click one, or tab to it)", ""),
+    ("e / f", "On a focused message of yours: edit it and resend / fork the conversation before it", ""),
+    ("c / y", "On a focused message: copy its text / its last code block", ""),
     ("ctrl+p", "Command palette (every action)", ""),
     ("ctrl+q", "Quit", ""),
 )

@@ -1,5 +1,5 @@
-"""What the app's keys ask or tell before they act: rename, close (confirmed when it holds a
-conversation), broadcast, export, the panels' refresh rate, help.
+"""What the app's keys ask or tell before they act: rename, an agent's settings, close (confirmed
+when it holds a conversation), broadcast, export, the panels' refresh rate, help.
 
 ``Dialogs`` belongs to ``BlockpoolApp`` (``app.dialogs``); the app's ``action_*`` methods call it.
 """
@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from frontend.sessions import SessionStoreError
 from frontend.settings import config_path
-from tui.screens import ConfirmScreen, HelpScreen, TextPromptScreen
+from tui.agent_options import AgentOptions
+from tui.screens import AgentSettingsResult, AgentSettingsScreen, ConfirmScreen, HelpScreen, TextPromptScreen
 
 if TYPE_CHECKING:
     from tui.agent_tabs import AgentTabs
@@ -40,6 +41,29 @@ class Dialogs:
                 self.agent_tabs.rename(agent, name)
 
         app.push_screen(TextPromptScreen(title=f"Rename {agent.name}", value=agent.name), rename)
+
+    def agent_settings(self) -> None:
+        """The shown agent's system prompt and sampling; a new system prompt starts its context afresh."""
+        app = self.host
+        agent = app.active_agent
+        if agent is None:
+            return
+        options = agent.options or AgentOptions.defaults(app.settings)
+
+        def apply(result: AgentSettingsResult | None) -> None:
+            if result is None or app.roster.get(agent.agent_id) is not agent:
+                return
+            conversation = agent.conversation
+            if result.system != conversation.system:  # it comes first: nothing after it is valid any more
+                conversation.system, conversation.context_text, conversation.context_tokens = result.system, None, 0
+                conversation.checkpoints = {}
+            agent.options = result.options
+            if app.sessions is not None:
+                app.sessions.agent_options_changed(agent.agent_id, result.system, result.options.to_saved())
+            app.notify(f"{agent.name}'s next turn uses them.", title="Settings saved")
+
+        app.push_screen(AgentSettingsScreen(name=agent.name, system=agent.conversation.system, options=options,
+                                            context_tokens=agent.context_tokens), apply)
 
     async def close(self) -> None:
         app = self.host

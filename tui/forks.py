@@ -58,6 +58,8 @@ class Forks:
         conversation = source.conversation
         agent = await self.agent_tabs.open(f"{source.name} fork", activate=False, system=conversation.system)
         agent.conversation.turns = list(conversation.turns)
+        agent.conversation.checkpoints = dict(conversation.checkpoints)
+        agent.options = source.options
         if conversation.context_text is not None and conversation.context_tokens:
             agent.conversation.context_text = conversation.context_text
             agent.conversation.context_tokens = agent.context_tokens = conversation.context_tokens

@@ -17,8 +17,8 @@ from frontend.sessions import (
     SessionStore,
     SessionStoreError,
     Status,
-    export_markdown,
 )
+from frontend.session_export import export_markdown
 
 from tui.settings import TuiSettings
 
@@ -124,6 +124,10 @@ class SessionLog:
         if (record_id := self._record_ids.get(agent_id)) is not None:
             self._write(self.store.rename_agent, record_id, name)
 
+    def agent_options_changed(self, agent_id: str, system_prompt: str, options: dict) -> None:
+        if (record_id := self._record_ids.get(agent_id)) is not None:
+            self._write(self.store.set_agent_options, record_id, system_prompt, options)
+
     def agent_closed(self, agent_id: str) -> None:
         if (record_id := self._record_ids.pop(agent_id, None)) is not None:
             self._write(self.store.close_agent, record_id)
@@ -141,6 +145,19 @@ class SessionLog:
             context = list(token_ids) if token_ids is not None else None
             self._write(self.store.finish_turn, reply_id, text, status, finish_reason=finish_reason,
                         context_tokens=context)
+
+    def turns_dropped(self, agent_id: str, num_kept_turns: int, token_ids: Sequence[int] = ()) -> None:
+        """Keep the first ``num_kept_turns`` kept turns (failed ones between them stay) and, as
+        the context to adopt on a restart, ``token_ids`` (none: the next start re-reads it)."""
+        if (record_id := self._record_ids.get(agent_id)) is None:
+            return
+        messages, last_kept_id, num_seen = self.store.messages(record_id), None, 0
+        for user, reply in zip(messages[::2], messages[1::2]):
+            if num_seen == num_kept_turns:
+                break
+            last_kept_id = reply.id
+            num_seen += reply.status in ("complete", "cancelled")
+        self._write(self.store.drop_messages_after, record_id, last_kept_id, list(token_ids))
 
     def _write(self, write: Callable[..., int | None], *args: object, **kwargs: object) -> int | None:
         try:

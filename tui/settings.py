@@ -33,6 +33,8 @@ class TuiSettings(EngineSettings):
                                                            description="system prompt of new agents")
     temperature: Annotated[float, Option(metavar="T")] = Field(
         0.0, ge=0.0, le=5.0, description="sampling temperature, 0 = greedy (default 0)")
+    bell: Annotated[bool, Option(switches=(("--bell", True, "ring the terminal bell when a reply ends"),))] = Field(
+        False, description="ring the terminal bell when a reply ends (default off)")
     refresh_s: Annotated[float, Option(metavar="S", flag="--refresh")] = Field(
         0.25, ge=0.05, le=10.0, description="seconds between redraws of the side panels (default 0.25; F3 "
                                             "changes it live)")

@@ -70,6 +70,7 @@ class RemoteEngine:
     """See the module docstring. ``pool`` mirrors the server's pool (empty unless it is blockpool serve)."""
 
     fork = None  # the server's blocks: a fork here reads the conversation again on its first turn
+    truncate = None  # stateless: a regenerated turn re-sends the whole history
 
     def __init__(self, url: str, *, api_key: str | None, model: str | None, recorder: Recorder, post: PostStatus,
                  refresh_s: float = 1.0) -> None:

@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from tui.agents import AgentRow
+from tui.badges import MARKS
 
 STATUS_STYLES = {
     "idle": "dim",
@@ -104,6 +105,8 @@ class AgentList(VerticalScroll, can_focus=True):
 def row_text(row: AgentRow) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("██ ", style=row.colour)
+    if row.badge is not None:
+        text.append(f"{MARKS[row.badge]} ", style="bold red" if row.badge == "error" else "bold yellow")
     text.append(row.name, style="bold")
     text.append("  ")
     text.append(*_status(row))

@@ -6,25 +6,51 @@ break, while code blocks, lists and tables render as usual.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from tui.widgets.chat_markdown import ChatMarkdown
 
 Role = Literal["user", "assistant", "error"]
+CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 class ChatMessage(Vertical):
-    """A header line plus the text; replies are Markdown streamed as tokens arrive."""
+    """A header line plus the text; replies are Markdown streamed as tokens arrive.
 
-    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "") -> None:
+    Every message can be focused (click, tab): c copies its text, y its last code block. A user
+    message of a kept turn (``turn_index``: its place in the conversation) also takes e (posts
+    ``Chosen`` to edit it in place) and f (to edit it in a fork)."""
+
+    BINDINGS = [
+        Binding("e", "choose('edit')", "Edit and resend", id="edit_message"),
+        Binding("f", "choose('fork')", "Fork here", id="fork_message"),
+        Binding("c", "copy", "Copy", id="copy_message"),
+        Binding("y", "copy_code", "Copy code", id="copy_code"),
+    ]
+
+    class Chosen(Message):
+        """The user asked to ``action`` ("edit" or "fork") the conversation at this message."""
+
+        def __init__(self, message: ChatMessage, action: str) -> None:
+            super().__init__()
+            self.message = message
+            self.action = action
+
+    def __init__(self, *, role: Role, author: str, colour: str, text: str = "", note: str = "",
+                 turn_index: int | None = None) -> None:
         super().__init__(classes=role)
         self.role = role
+        self.turn_index = turn_index
+        self.can_focus = True
         self.author = author
         self.colour = colour
         self.text = text
@@ -43,6 +69,23 @@ class ChatMessage(Vertical):
     def on_mount(self) -> None:
         if self.role == "assistant":
             self.styles.border_left = ("outer", self.colour)
+
+    def action_choose(self, action: str) -> None:
+        if self.turn_index is not None:
+            self.post_message(self.Chosen(self, action))
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.text)
+        self.notify(f"{len(self.text):,} characters", title="Message copied", timeout=3)
+
+    def action_copy_code(self) -> None:
+        """The last fenced code block (an unclosed one: to the end, as a streamed reply may be)."""
+        blocks = CODE_BLOCK.findall(self.text)
+        if not blocks:
+            self.notify("This message has no code block (```).", title="Nothing copied", severity="warning")
+            return
+        self.app.copy_to_clipboard(blocks[-1])
+        self.notify(f"{len(blocks[-1].splitlines()):,} lines", title="Code block copied", timeout=3)
 
     def _header(self, note: str = "") -> Text:
         header = Text(self.author, style=f"bold {self.colour}" if self.role == "assistant" else "bold")

@@ -33,6 +33,7 @@ class Unmounted:
     author: str
     text: str
     note: str
+    turn_index: int | None = None
 
 
 class EarlierMessages(Static):
@@ -54,6 +55,15 @@ class ChatPane(Vertical):
 
     MAX_MOUNTED = 50
     SHOW_MORE = 40
+
+    class TurnChosen(Message):
+        """The user asked to ``action`` ("edit", "fork") the conversation at turn ``turn_index``."""
+
+        def __init__(self, agent_id: str, turn_index: int, action: str) -> None:
+            super().__init__()
+            self.agent_id = agent_id
+            self.turn_index = turn_index
+            self.action = action
 
     class Sent(Message):
         """The user submitted ``text`` (maybe blank: the app decides)."""
@@ -87,6 +97,12 @@ class ChatPane(Vertical):
 
     def _placeholder(self) -> str:
         return f"Message {self.agent_name} (Enter sends, ctrl+j new line, Esc cancels the reply, F1 help)"
+
+    @on(ChatMessage.Chosen)
+    def _chosen(self, event: ChatMessage.Chosen) -> None:
+        event.stop()
+        if event.message.turn_index is not None:
+            self.post_message(self.TurnChosen(self.agent_id, event.message.turn_index, event.action))
 
     @on(ChatInput.Submitted)
     def _submitted(self, event: ChatInput.Submitted) -> None:
@@ -134,7 +150,7 @@ class ChatPane(Vertical):
         excess = [m for m in mounted[: max(len(mounted) - self.max_mounted, 0)] if m is not self._reply]
         if not excess:
             return
-        self._unmounted += [Unmounted(m.role, m.author, m.text, m.note) for m in excess]
+        self._unmounted += [Unmounted(m.role, m.author, m.text, m.note, m.turn_index) for m in excess]
         await self._messages.remove_children(excess)
         self._earlier.show(len(self._unmounted))
 
@@ -149,8 +165,9 @@ class ChatPane(Vertical):
         await self._messages.mount_all([self._widget(m) for m in batch], after=self._earlier)
         self._earlier.show(len(self._unmounted))
 
-    async def add_user(self, text: str) -> ChatMessage:
-        return await self._mount(ChatMessage(role="user", author="you", colour=self.colour, text=text))
+    async def add_user(self, text: str, turn_index: int | None = None) -> ChatMessage:
+        return await self._mount(ChatMessage(role="user", author="you", colour=self.colour, text=text,
+                                             turn_index=turn_index))
 
     async def begin_reply(self) -> None:
         """A placeholder for the coming reply, so later messages land below it."""
@@ -199,23 +216,38 @@ class ChatPane(Vertical):
                 await widget.remove()
         self._reply = None
 
+    async def drop_from_turn(self, num_turns: int) -> None:
+        """Remove the user message of turn ``num_turns`` and everything after it (a rollback)."""
+        def kept(m: ChatMessage | Unmounted) -> bool:
+            return m.role != "user" or m.turn_index is None or m.turn_index < num_turns
+        for i, m in enumerate(self._unmounted):
+            if not kept(m):
+                self._unmounted = self._unmounted[:i]
+                await self._messages.remove_children(ChatMessage)
+                self._earlier.show(len(self._unmounted))
+                return
+        mounted = list(self._messages.query_children(ChatMessage))
+        first = next((i for i, m in enumerate(mounted) if not kept(m)), None)
+        if first is not None:
+            await self._messages.remove_children(mounted[first:])
+
     async def show_saved(self, messages: Sequence[SavedMessage]) -> None:
         """Draw a restored transcript; replies that did not complete are marked with their status.
 
         Only the latest ``max_mounted`` become widgets, mounted together.
         """
-        shown = [self._saved(message) for message in messages]
+        shown = [self._saved(message, index) for message, index in zip(messages, _turn_indexes(messages))]
         self._unmounted += shown[: max(len(shown) - self.max_mounted, 0)]
         await self._messages.mount_all(self._widget(m) for m in shown[len(self._unmounted) :])
         self._earlier.show(len(self._unmounted))
 
     def _widget(self, message: Unmounted) -> ChatMessage:
         return ChatMessage(role=message.role, author=message.author, colour=self.colour, text=message.text,
-                           note=message.note)
+                           note=message.note, turn_index=message.turn_index)
 
-    def _saved(self, message: SavedMessage) -> Unmounted:
+    def _saved(self, message: SavedMessage, turn_index: int | None) -> Unmounted:
         if message.role == "user":
-            return Unmounted("user", "you", message.content, "")
+            return Unmounted("user", "you", message.content, "", turn_index)
         if message.status == "error":
             return Unmounted("error", "error", message.finish_reason or "the reply failed", "")
         note = "" if message.status == "complete" else message.status
@@ -241,3 +273,17 @@ class ChatPane(Vertical):
     @property
     def num_queued(self) -> int:
         return len(self._queued)
+
+
+def _turn_indexes(messages: Sequence[SavedMessage]) -> list[int | None]:
+    """Each saved user message's place in the conversation (None for a failed turn's); replies: None."""
+    indexes: list[int | None] = []
+    num_kept = 0
+    for position, message in enumerate(messages):
+        reply = messages[position + 1] if position + 1 < len(messages) else None
+        if message.role == "user" and reply is not None and reply.status in ("complete", "cancelled"):
+            indexes.append(2 * num_kept)
+            num_kept += 1
+        else:
+            indexes.append(None)
+    return indexes

@@ -36,15 +36,22 @@ def _rows(stats: EngineStats) -> Rows:
     pool = stats.pool
     return (
         ("batch", str(step.batch_size if step is not None and stats.num_active else 0)),
-        ("tok/s", "-" if state.tokens_per_s is None else f"{state.tokens_per_s:.1f}"),
-        ("step", "-" if step is None else f"{step.ms:.0f} ms (p50 {state.step.p50:.0f})"),
+        # Idle, the last figures are history, not now: said so rather than shown as current.
+        ("tok/s", "-" if state.tokens_per_s is None else _now_or_last(f"{state.tokens_per_s:.1f}", stats)),
+        ("step", "-" if step is None else _now_or_last(f"{step.ms:.0f} ms", stats, f" (p50 {state.step.p50:.0f})")),
         ("pool used", f"{pool.used_blocks():,} blocks"),
-        ("pool free", f"{pool.free_blocks():,} blocks"),
+        # Free as the block map's legend counts it: empty blocks; cached ones (also reusable) have their own row.
+        ("pool free", f"{pool.free_blocks() - pool.num_cached_blocks():,} blocks"),
         ("queued", str(stats.num_queued)),
         ("finished", f"{state.requests_finished} ({state.requests_failed} failed)"),
         ("evictions", f"{state.evictions} ({state.restores} restored)"),
         *_sharing_rows(stats),
     )
+
+
+def _now_or_last(value: str, stats: EngineStats, detail: str = "") -> str:
+    busy = stats.num_active or stats.num_queued
+    return value + detail if busy else f"idle · last {value}"
 
 
 def _sharing_rows(stats: EngineStats) -> Rows:
@@ -54,7 +61,7 @@ def _sharing_rows(stats: EngineStats) -> Rows:
     return (
         ("hit rate", "-" if rate is None else f"{rate:.0%} · {sharing.reused_tokens:,} tok"),
         ("shared", f"{pool.num_saved_blocks():,} blocks saved"),
-        ("cached", f"{pool.num_cached_blocks():,} free blocks"),
+        ("cached", f"{pool.num_cached_blocks():,} blocks"),
     )
 
 
