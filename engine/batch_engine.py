@@ -10,39 +10,32 @@ API (``submit``, ``step``, ``_reconstruct_cache``) and this project's (``step_on
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 from telemetry import NullRecorder, Recorder
-from telemetry.events import EngineStep, RequestSubmitted
+from telemetry.events import RequestSubmitted
 
-from .cache_limit import CacheLimit, default_hot_bytes
-from .contexts import Contexts
+from .assembly import PartsConfig, assemble
 from .errors import EngineClosed
-from .kv.block_writer import BlockWriter
-from .kv.hot_set import HotSet
 from .kv.kv_store import KVBlockStore, LayerCache
-from .kv.residency import Residency
-from .kv.spill import SpillStore, SpillUsage, model_key
-from .kv.spill_folders import open_spill_folder
+from .kv.spill import SpillUsage, model_key
 from .owner import Owner, copy_of
-from .prefix_cache import PrefixCache
 from .prompts import check_cache, check_fits, check_request, check_setup, encode_prompt
 from .reporting import publish_pool_change
-from .outputs import Completion, PrefillProgress, StepOutput, TokenDelta
-from .runner import DEFAULT_PREFILL_STEP, ModelRunner
-from .scheduler import Scheduler
+from .outputs import Completion, StepOutput
+from .runner import DEFAULT_PREFILL_STEP
 from .sequence import Request
-from .step_loop import StepLoop
 from .truncation import truncate_context
 
 __all__ = ["DEFAULT_PREFILL_STEP", "BlockPoolBatchEngine"]
+
+T = TypeVar("T")
 
 
 class BlockPoolBatchEngine:
@@ -101,22 +94,9 @@ class BlockPoolBatchEngine:
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         if self.recorder.enabled:
             pool.set_observer(partial(publish_pool_change, self.recorder))
-        self._store = KVBlockStore(spec, pool.total_blocks)
-        self._cache_limit = CacheLimit(self._store.float_nbytes)
-        self._temp_spill = spill_dir is None
-        spill_folder, self._remove_temp = open_spill_folder(self, spill_dir)
-        spill = SpillStore(spill_folder, spec, key, spill_budget_bytes)
-        residency = Residency(pool, self._store, BlockWriter(pool, self._store), spill, self.recorder)
-        self._scheduler = Scheduler(max_batch_size)
-        prefix = PrefixCache(pool, self.recorder, enabled=prefix_cache)
-        hot = HotSet(default_hot_bytes(self._store.float_nbytes) if hot_cache_bytes is None else hot_cache_bytes)
-        self._contexts = Contexts(pool, self._store, residency, prefix, self.recorder,
-                                  running=self._scheduler.running_agent_ids, hot=hot)
-        runner = None
-        if model is not None:
-            runner = ModelRunner(model, tokenizer.eos_token_ids, max_batch_size=max_batch_size,
-                                 prefill_step_size=prefill_step_size)
-        self._loop = StepLoop(pool, self._scheduler, self._contexts, runner, tokenizer, self.recorder)
+        self._parts = parts = assemble(self, model, tokenizer, pool, spec, key, self.recorder, PartsConfig(
+            max_batch_size, prefill_step_size, spill_dir, spill_budget_bytes, prefix_cache, hot_cache_bytes))
+        self._store, self._scheduler, self._contexts, self._loop = parts.store, parts.scheduler, parts.contexts, parts.loop
         self._owner = Owner()
         self._step_lock = threading.Lock()  # held by whoever is stepping
         self._outbox: list[Completion] = []  # finished between steps (cancel/close while idle)
@@ -193,16 +173,12 @@ class BlockPoolBatchEngine:
         """
         if self._owner.is_mine():
             return self._contexts.agents.get(agent_id)
-        with self._step_lock:  # every change to the engine's state happens under it
-            agent = self._contexts.agents.get(agent_id)
-            return None if agent is None else copy_of(agent)
+        agent = self._between_steps(lambda: self._contexts.agents.get(agent_id))
+        return None if agent is None else copy_of(agent)
 
     def spilled_agents(self) -> set[str]:
         """Agents whose contexts are on disk, not in the pool."""
-        if self._owner.is_mine():
-            return set(self._contexts.residency.spilled)
-        with self._step_lock:
-            return set(self._contexts.residency.spilled)
+        return self._between_steps(lambda: set(self._contexts.residency.spilled))
 
     def spill_usage(self) -> SpillUsage:
         """The spill folder, and the files and bytes it holds now."""
@@ -218,12 +194,8 @@ class BlockPoolBatchEngine:
     def evict(self, agent_id: str) -> bool:
         """Spill an idle agent's context to disk now; False if it is busy or holds nothing
         (owner thread only: raises ``WrongThread`` elsewhere)."""
-        self._owner.check("evict")
-        self._check_open("evict")  # its spill folder may be gone
-        if self._scheduler.is_busy(agent_id):
-            return False
-        with self._step_lock:
-            return self._contexts.evict(agent_id)
+        return self._on_owner("evict", lambda: not self._scheduler.is_busy(agent_id)
+                              and self._contexts.evict(agent_id))
 
     def fork(self, source_agent_id: str, new_agent_id: str) -> AgentBlocks:
         """A new agent that holds every block of the source's context (references +1, no K/V
@@ -232,12 +204,10 @@ class BlockPoolBatchEngine:
         A spilled source is restored first. Owner thread only; ValueError when the source is
         busy, closed or has no context, or ``new_agent_id`` is taken.
         """
-        self._owner.check("fork")
-        self._check_open("fork")
-        self._scheduler.check_fork(source_agent_id, new_agent_id)
-        with self._step_lock:
-            self._outbox.extend(self._loop.apply_commands())
+        def fork() -> AgentBlocks:
+            self._scheduler.check_fork(source_agent_id, new_agent_id)
             return self._contexts.fork(source_agent_id, new_agent_id)
+        return self._on_owner("fork", fork)
 
     def truncate(self, agent_id: str, n_tokens: int) -> AgentBlocks:
         """Keep the first ``n_tokens`` of an idle agent's context (regenerate a reply, edit a
@@ -247,14 +217,10 @@ class BlockPoolBatchEngine:
         Owner thread only; ValueError when the agent is running, closed, has no context or
         holds fewer than ``n_tokens``; PoolExhausted when a shared block cannot be copied.
         """
-        self._owner.check("truncate")
-        self._check_open("truncate")
-        if self._scheduler.is_busy(agent_id) or self._scheduler.is_closed(agent_id):
-            state = "running" if self._scheduler.is_busy(agent_id) else "closed"
-            raise ValueError(f"agent {agent_id!r} is {state}; truncate an idle agent's context (cancel its turn first)")
-        with self._step_lock:
-            self._outbox.extend(self._loop.apply_commands())
+        def truncate() -> AgentBlocks:
+            self._scheduler.check_idle(agent_id, "truncate")
             return truncate_context(self._contexts, agent_id, n_tokens)
+        return self._on_owner("truncate", truncate)
 
     def close(self) -> dict[str, str]:
         """Release the engine: save every resident context to the spill folder (when one was
@@ -270,14 +236,7 @@ class BlockPoolBatchEngine:
             return {}
         with self._step_lock:
             self._closed_engine = True
-            self._loop.finish_ended()
-            self._loop.apply_commands()
-            resident = [a for a in self._contexts.agents.values() if a.num_blocks()]
-            errors = {} if self._temp_spill else self._contexts.residency.save_all(resident)
-        if self._remove_temp is not None:
-            self._remove_temp()
-        self._cache_limit.restore()
-        return errors
+            return self._parts.shut_down()
 
     def __enter__(self) -> BlockPoolBatchEngine:
         return self
@@ -318,21 +277,8 @@ class BlockPoolBatchEngine:
         self._check_open("step_once")
         self._owner.claim()
         with self._step_lock:
-            tic = time.perf_counter()
-            completions, self._outbox = self._outbox + self._loop.finish_ended(), []
-            completions += self._loop.apply_commands()
-            deltas: list[TokenDelta] = []
-            completions += self._loop.admit(deltas)
-            prefill: list[PrefillProgress] = []
-            batch_size = self.num_active
-            # A first token read in one pass at admission goes out now, not after a batched step.
-            advance = batch_size and not deltas
-            prefill_tokens = self._loop.advance(deltas, prefill, completions) if advance else 0
-            ms = (time.perf_counter() - tic) * 1000
-            if batch_size and self.recorder.enabled:
-                self.recorder.publish(EngineStep(batch_size=batch_size, tokens_generated=len(deltas),
-                                                 prefill_tokens=prefill_tokens, ms=ms, queued=self.num_queued))
-            return StepOutput(deltas, completions, prefill, batch_size, prefill_tokens, ms)
+            outbox, self._outbox = self._outbox, []
+            return self._loop.step(outbox)
 
     def _reconstruct_cache(self, agent_blocks: AgentBlocks) -> list[LayerCache]:
         """mlx-lm caches (one per layer) holding the agent's context, gathered from its blocks."""
@@ -348,6 +294,23 @@ class BlockPoolBatchEngine:
         # a later step would change contexts that nothing saves any more.
         if self._closed_engine:
             raise EngineClosed(call)
+
+    def _on_owner(self, call: str, change: Callable[[], T]) -> T:
+        """``change()`` (its checks first) between steps, after the commands that arrived (owner thread only:
+        ``WrongThread`` elsewhere; ``EngineClosed`` after ``close()``: its spill folder may be gone)."""
+        self._owner.check(call)
+        self._check_open(call)
+        with self._step_lock:
+            self._outbox.extend(self._loop.apply_commands())
+            return change()
+
+    def _between_steps(self, read: Callable[[], T]) -> T:
+        """``read()`` on the owner thread, or elsewhere under the step lock (every change to the
+        engine's state happens under it)."""
+        if self._owner.is_mine():
+            return read()
+        with self._step_lock:
+            return read()
 
     def _apply_if_idle(self) -> None:
         """Apply commands now when called on the owner thread between steps; else the next step does."""

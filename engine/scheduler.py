@@ -108,6 +108,14 @@ class Scheduler:
                 if agent_id in self._busy:
                     raise ValueError(f"agent {agent_id!r} has a turn in flight; fork when it ends, into a new id")
 
+    def check_idle(self, agent_id: str, call: str) -> None:
+        """ValueError unless ``agent_id`` is open with no turn queued or running."""
+        with self._lock:
+            if agent_id in self._busy or agent_id in self._closed:
+                state = "running" if agent_id in self._busy else "closed"
+                raise ValueError(f"agent {agent_id!r} is {state}; {call} an idle agent's context "
+                                 "(cancel its turn first)")
+
     def is_busy(self, agent_id: str) -> bool:
         with self._lock:
             return agent_id in self._busy

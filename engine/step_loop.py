@@ -7,18 +7,20 @@ it to the runner; postprocessing streams tokens and, when a turn ends, writes it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from pool import AgentBlocks, BlockPool
 from telemetry import Recorder
+from telemetry.events import EngineStep
 
 from .contexts import Contexts
-from .reporting import report_completion
-from .outputs import Completion, FinishReason, PrefillProgress, TokenDelta
-from .runner import ModelRunner
+from .outputs import Completion, FinishReason, PrefillProgress, StepOutput, TokenDelta
 from .preemption import Preempter
+from .reporting import report_completion
+from .runner import ModelRunner
 from .scheduler import Admission, Blocked, Done, Failed, Scheduler, Started
 from .sequence import Request
 
@@ -52,6 +54,24 @@ class StepLoop:
         for agent_id in commands.close_agent_ids:
             self.contexts.drop(agent_id)
         return done
+
+    def step(self, completions: list[Completion]) -> StepOutput:
+        """One engine step after ``completions`` that finished between steps: last step's ended
+        turns written back, commands, admission, and one batched model step."""
+        tic = time.perf_counter()
+        completions = completions + self.finish_ended() + self.apply_commands()
+        deltas: list[TokenDelta] = []
+        completions += self.admit(deltas)
+        prefill: list[PrefillProgress] = []
+        batch_size = len(self.scheduler.running)
+        # A first token read in one pass at admission goes out now, not after a batched step.
+        advance = batch_size and not deltas
+        prefill_tokens = self.advance(deltas, prefill, completions) if advance else 0
+        ms = (time.perf_counter() - tic) * 1000
+        if batch_size and self.recorder.enabled:
+            self.recorder.publish(EngineStep(batch_size=batch_size, tokens_generated=len(deltas),
+                                             prefill_tokens=prefill_tokens, ms=ms, queued=self.scheduler.num_queued))
+        return StepOutput(deltas, completions, prefill, batch_size, prefill_tokens, ms)
 
     # -- admission -----------------------------------------------------------------
 
