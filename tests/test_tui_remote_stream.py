@@ -41,3 +41,12 @@ async def test_a_stream_that_ends_without_done_or_a_finish_reason_is_an_error(bo
 def test_the_client_never_goes_through_an_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     assert ServerClient(URL).http.trust_env is False
+
+
+def test_temperature_over_the_servers_limit_is_refused_at_parse(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from tui.cli import SettingsError, parse_settings
+
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
+    assert parse_settings(["--temperature", "2"]).temperature == 2.0
+    with pytest.raises(SettingsError, match="--temperature: Input should be less than or equal to 2"):
+        parse_settings(["--server", "http://127.0.0.1:8000", "--temperature", "2.5"])
