@@ -207,7 +207,7 @@ class Chats:
         if self.host.sessions is not None:
             self.host.sessions.turn_ended(agent.agent_id, "", "error", finish_reason=error)
         pane = self.host.pane(agent.agent_id)
-        if not pane.input.value:
+        if not pane.input.value.startswith(agent.in_flight.user_text):  # put back once, before any new draft
             pane.restore_input(agent.in_flight.user_text)
         self._turn_over(agent)
         agent.status, agent.error, agent.context_tokens = "error", error, context_tokens
