@@ -114,23 +114,27 @@ class BlockPoolBatchEngine:
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
+        seed: int | None = None,
     ) -> int:
         """Queue one turn for ``agent_id`` and return its uid.
 
         ``cache=None`` starts a fresh context (the agent's old blocks are released; leading
         full blocks the pool already holds are shared, not prefilled); ``cache=<AgentBlocks>``
-        continues it, and ``prompt`` holds only the new tokens.
+        continues it, and ``prompt`` holds only the new tokens. ``seed`` (with a temperature):
+        the turn samples from its own key, so the same seed gives the same text whoever
+        shares the batch (``engine.sampling``).
         """
         if self._loop.runner is None:
             raise RuntimeError("this engine was built without a model (gather-only); it cannot generate")
         self._check_open("submit")
-        check_request(agent_id, max_tokens, temperature, top_p)
+        check_request(agent_id, max_tokens, temperature, top_p, seed)
         prompt_ids = self.encode(prompt, continues=cache is not None)
 
         def make(uid: int) -> Request:
             cached = check_cache(self.pool, agent_id, cache) if cache is not None else 0
             check_fits(self.spec, self.pool, cached + len(prompt_ids))
-            return Request(uid, agent_id, prompt_ids, max_tokens, temperature, top_p, tuple(stop or ()), cache)
+            return Request(uid, agent_id, prompt_ids, max_tokens, temperature, top_p, tuple(stop or ()), cache,
+                           seed)
 
         request = self._scheduler.add(agent_id, make)
         if self.recorder.enabled:

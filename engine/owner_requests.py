@@ -126,13 +126,9 @@ class Requests:
 
     def _start(self, engine: Engine, command: Submit, agent_id: str, prompt: str | tuple[int, ...],
                cache: AgentBlocks | None) -> int:
-        if command.seed is not None:
-            import mlx.core as mx  # lazy: a front end imports this module before MLX may load
-
-            mx.random.seed(command.seed)
         return engine.submit(agent_id, prompt if isinstance(prompt, str) else list(prompt), cache,
                              command.max_tokens, temperature=command.temperature, top_p=command.top_p,
-                             stop=command.stop)
+                             stop=command.stop, seed=command.seed)
 
     def _put_back(self, engine: Engine, claim: Claim, stateless: bool) -> None:
         """A refused stateless request leaves a continued conversation as it was: idle, same context."""

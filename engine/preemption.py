@@ -95,7 +95,6 @@ class Preempter:
             prompt, context, caches = paused.token_ids[-1:], paused.token_ids[:-1], paused.caches
             trim_prompt_cache(caches, 1)
         batch_uid = self.runner.insert(prompt, max_tokens=request.max_tokens - len(request.generated_ids),
-                                     cache=caches, context_ids=context, temperature=request.temperature,
-                                     top_p=request.top_p)
+                                     cache=caches, context_ids=context, sampler=request.sampler)
         request.resume(batch_uid, recompute=recompute)
         return Started()

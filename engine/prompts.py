@@ -61,7 +61,11 @@ def check_setup(pool: BlockPool, spec: ModelCacheSpec, model_key: str, *, max_ba
         )
 
 
-def check_request(agent_id: object, max_tokens: int, temperature: float, top_p: float) -> None:
+SEED_LIMIT = 2**64  # mx.random.key takes an unsigned 64-bit seed
+
+
+def check_request(agent_id: object, max_tokens: int, temperature: float, top_p: float,
+                  seed: int | None = None) -> None:
     """ValueError for an agent id or sampling settings ``submit`` cannot use."""
     if not isinstance(agent_id, str) or not agent_id:
         raise ValueError(f"agent_id must be a non-empty string, got {agent_id!r}")
@@ -69,6 +73,8 @@ def check_request(agent_id: object, max_tokens: int, temperature: float, top_p: 
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT):
+        raise ValueError(f"seed must be an int with 0 <= seed < 2**64 (or None: no seed), got {seed!r}")
 
 
 def check_cache(pool: BlockPool, agent_id: str, cache: AgentBlocks) -> int:

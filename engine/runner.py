@@ -12,7 +12,7 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
-from mlx_lm.sample_utils import make_sampler
+from mlx_lm.sample_utils import Sampler
 
 DEFAULT_PREFILL_STEP = 512
 
@@ -36,16 +36,15 @@ class ModelRunner:
         )
 
     def insert(self, prompt_ids: list[int], *, max_tokens: int, cache: list, context_ids: list[int],
-               temperature: float, top_p: float) -> int:
+               sampler: Sampler | None) -> int:
         """Queue one sequence that continues ``cache`` (holding ``context_ids``; the generator's
-        from now on: ``engine.kv.batch_cache``); returns its uid."""
-        sampler = None if temperature == 0 else make_sampler(temperature, top_p)
+        from now on: ``engine.kv.batch_cache``), sampling with ``sampler`` (None: greedy); returns its uid."""
         (uid,) = self._gen.insert(
             [prompt_ids], max_tokens=[max_tokens], caches=[cache], all_tokens=[context_ids], samplers=[sampler],
         )
         return uid
 
-    def first_token(self, prompt_ids: list[int], cache: list, *, temperature: float, top_p: float) -> int:
+    def first_token(self, prompt_ids: list[int], cache: list, *, sampler: Sampler | None) -> int:
         """Read a short prompt into ``cache`` in one forward pass and sample its first token.
 
         ``BatchGenerator`` takes two passes (the prompt but its last token, then that token
@@ -55,7 +54,6 @@ class ModelRunner:
         with mx.stream(self._gen.stream):
             logits = self.model(mx.array(prompt_ids)[None], cache=cache)[:, -1, :]
             logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            sampler = make_sampler(temperature, top_p) if temperature else None
             token = sampler(logprobs) if sampler is not None else mx.argmax(logprobs, axis=-1)
             mx.eval(token)
         return int(token.item())

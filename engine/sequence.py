@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pool import AgentBlocks, Block
 
 from .outputs import FinishReason, TokenDelta
+from .sampling import request_sampler
 from .stop_trim import split_at_stop, tokens_of_reply
 
 Phase = Literal["queued", "prefilling", "generating"]
@@ -41,6 +42,7 @@ class Request:
     top_p: float
     stop: tuple[str, ...]
     cache: AgentBlocks | None  # the context this turn continues (submit's cache=); None: a fresh one
+    seed: int | None = None  # its sampler's own key (``engine.sampling``); None: MLX's global generator
     submitted_s: float = field(default_factory=time.perf_counter)
     phase: Phase = "queued"
     batch_uid: int | None = None
@@ -57,6 +59,10 @@ class Request:
     reserved: dict[int, list[Block]] = field(default_factory=dict)
     preempted: bool = False  # paused for an older reply; it resumes before anything new starts
     paused: Paused | None = None  # a paused reply's K/V and token ids, kept outside the pool
+    sampler: Any = field(init=False)  # None: greedy; kept across a pause, so a seeded reply goes on drawing
+
+    def __post_init__(self) -> None:
+        self.sampler = request_sampler(self.temperature, self.top_p, self.seed)
 
     @property
     def prefill_ids(self) -> list[int]:

@@ -108,8 +108,7 @@ class StepLoop:
         if request.cache is not None and len(request.prefill_ids) <= self.runner.prefill_step_size:
             return self._start_in_one_pass(request, agent, caches)
         batch_uid = self.runner.insert(request.prefill_ids, max_tokens=request.max_tokens, cache=caches,
-                                     context_ids=list(agent.token_ids), temperature=request.temperature,
-                                     top_p=request.top_p)
+                                     context_ids=list(agent.token_ids), sampler=request.sampler)
         request.start(batch_uid, self.tokenizer.detokenizer)
         return Started()
 
@@ -118,7 +117,7 @@ class StepLoop:
         pass (``ModelRunner.first_token``); the reply goes on in the batch from that token."""
         assert self.runner is not None
         prompt, context = request.prefill_ids, list(agent.token_ids) + request.prefill_ids
-        token = self.runner.first_token(prompt, caches, temperature=request.temperature, top_p=request.top_p)
+        token = self.runner.first_token(prompt, caches, sampler=request.sampler)
         is_eos = token in self.tokenizer.eos_token_ids
         reason: FinishReason | None = "stop" if is_eos else "length" if request.max_tokens == 1 else None
         request.start(None, self.tokenizer.detokenizer)
@@ -130,8 +129,7 @@ class StepLoop:
             self._ending.append(partial(self._end_at_first_token, request, finished, hit, token, caches, context))
             return Done()
         request.batch_uid = self.runner.insert([token], max_tokens=request.max_tokens - 1, cache=caches,
-                                             context_ids=context, temperature=request.temperature,
-                                             top_p=request.top_p)
+                                             context_ids=context, sampler=request.sampler)
         return Started()
 
     def _end_at_first_token(self, request: Request, reason: FinishReason, hit: bool, token: int, caches: list,

@@ -38,7 +38,9 @@ def create_app(state: ServeState) -> FastAPI:
     install_handlers(app)
     app.include_router(openai_router)
     app.include_router(pool_router)
-    app.add_middleware(Guard, api_key=state.settings.api_key, max_body_bytes=state.settings.max_body_bytes)
+    key = state.settings.api_key.get_secret_value() if state.settings.api_key is not None else None
+    app.add_middleware(Guard, api_key=key, max_body_bytes=state.settings.max_body_bytes,
+                       host_names=state.settings.host_names())
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

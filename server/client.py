@@ -14,10 +14,11 @@ from engine.owner_thread import EngineOwner
 
 from .engine_link import EngineLink, Route, StreamEvent
 from .errors import APIError
-from .jobs import Finished, TextChunk
+from .jobs import Abandoned, Finished, KeepAlive, TextChunk
 
 DISCONNECT_POLL_S = 0.5
 RETRY_AFTER_S = 1
+MAX_UNREAD_EVENTS = 1024  # one per step: a reader this far behind has stopped reading
 # How the owner thread's refusals reach the client: (HTTP status, OpenAI error code).
 REFUSALS = {"invalid": (400, "invalid_request"), "context_gone": (400, "invalid_request"),
             "internal": (500, "internal_error")}
@@ -40,8 +41,9 @@ class EngineClient:
     """
 
     def __init__(self, link: EngineLink, *, capacity: int, blocks_for_context: Callable[[int], int],
-                 max_context_blocks: int) -> None:
+                 max_context_blocks: int, request_timeout_s: float = 600.0) -> None:
         self.link = link
+        self.request_timeout_s = request_timeout_s
         self.capacity = capacity  # requests running or waiting at once; more get 429
         self.in_flight = 0  # changed on the event loop's thread only
         self._blocks_for_context = blocks_for_context
@@ -68,6 +70,8 @@ class EngineClient:
         except BaseException:  # the client went away before the engine answered
             stream.close()
             raise
+        if isinstance(first, Abandoned):
+            raise APIError(first.status, first.message, code="timeout")
         if isinstance(first, RequestRefused):
             status, code = REFUSALS[first.reason]
             message = first.error if status < 500 else "the server failed to start this request; see the server log"
@@ -107,10 +111,14 @@ class Stream:
         self.client = client
         self.request_id = client.owner.new_request_id()
         self.accepted = RequestAccepted(self.request_id, "", 0)
-        self.finished: Finished | None = None
-        self._events: asyncio.Queue[StreamEvent] = asyncio.Queue()
+        self.finished: Finished | Abandoned | None = None
+        self._events: asyncio.Queue[StreamEvent | Abandoned] = asyncio.Queue()
         self._settled = False
         client.in_flight += 1
+        # Runs whether or not anyone reads: a reader stuck in a full socket cannot hold the blocks past it.
+        self._deadline = loop.call_later(client.request_timeout_s, self._abandon,
+                                         f"the request did not finish in {client.request_timeout_s:g} s "
+                                         "(--request-timeout-s); it was cancelled")
         route = Route(lambda event: loop.call_soon_threadsafe(self._deliver, event), len(prompt_ids),
                       time.monotonic())
         client.link.open(self.request_id, route)
@@ -119,44 +127,57 @@ class Stream:
 
     def _deliver(self, event: StreamEvent) -> None:
         """On the event loop: queue an event from the owner thread; its last one frees the slot."""
+        if self._settled:
+            return  # abandoned meanwhile
         self._events.put_nowait(event)
         if isinstance(event, Finished | RequestRefused):
             self._settle()
+        elif self._events.qsize() >= MAX_UNREAD_EVENTS:
+            self._abandon(f"the client read nothing for {MAX_UNREAD_EVENTS} steps; the request was cancelled")
+
+    def _abandon(self, message: str) -> None:
+        """Drop the request in the engine (its blocks freed) and tell the reader, if it ever reads."""
+        if not self._settled:
+            self.close()
+            self._events.put_nowait(Abandoned(message))
 
     def _settle(self) -> None:
         if not self._settled:
             self._settled = True
+            self._deadline.cancel()
             self.client.in_flight -= 1
 
-    async def next_event(self) -> StreamEvent:
+    async def next_event(self) -> StreamEvent | Abandoned:
         return await self._events.get()
 
-    async def events(self, disconnected: Callable[[], Awaitable[bool]] | None = None,
-                     ) -> AsyncIterator[TextChunk | Finished]:
-        """Chunks until ``Finished``; polls ``disconnected`` while waiting (non-streamed requests)."""
+    async def events(self, disconnected: Callable[[], Awaitable[bool]] | None = None, *,
+                     keep_alive_s: float | None = None) -> AsyncIterator[TextChunk | Finished | Abandoned | KeepAlive]:
+        """Chunks until ``Finished`` (or ``Abandoned``); polls ``disconnected`` while waiting (non-streamed
+        requests); a ``KeepAlive`` after each ``keep_alive_s`` without an event (streams)."""
         try:
             while self.finished is None:
-                event = await self._next(disconnected)
+                event = await self._next(disconnected, keep_alive_s)
                 if event is None:
                     return
-                if isinstance(event, Finished):
+                if isinstance(event, Finished | Abandoned):
                     self.finished = event
-                assert isinstance(event, TextChunk | Finished)
+                assert isinstance(event, TextChunk | Finished | Abandoned | KeepAlive)
                 yield event
         finally:
             self.close()
 
-    async def _next(self, disconnected: Callable[[], Awaitable[bool]] | None) -> StreamEvent | None:
-        if disconnected is None:
-            return await self.next_event()
+    async def _next(self, disconnected: Callable[[], Awaitable[bool]] | None,
+                    keep_alive_s: float | None) -> StreamEvent | Abandoned | KeepAlive | None:
         getter = asyncio.ensure_future(self._events.get())
         try:
             while True:
-                done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S)
+                done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S if disconnected else keep_alive_s)
                 if done:
                     return getter.result()
-                if await disconnected():
+                if disconnected is not None and await disconnected():
                     return None
+                if keep_alive_s is not None:
+                    return KeepAlive()
         finally:
             getter.cancel()
 

@@ -6,6 +6,7 @@ names the bad value and what to send instead; the server keeps serving.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,15 +14,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+logger = logging.getLogger(__name__)
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    500: "server_error",
     503: "server_error",
+    504: "timeout_error",
 }
+INTERNAL = "the server failed on this request; see the server log"
 
 
 class APIError(Exception):
@@ -50,6 +56,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)  # Starlette's outermost handler: JSON, no internals
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -66,6 +73,11 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = f"{request.method} {request.url.path}: {exc.detail}"
     return error_response(APIError(exc.status_code, message, headers=exc.headers))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(APIError(500, INTERNAL, code="internal_error"))
 
 
 def validation_error(errors: Any) -> APIError:

@@ -27,3 +27,18 @@ class Finished:
     cached_tokens: int
     completion_tokens: int
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """The server gave the request up (past its deadline, or a reader that stopped reading): it was
+    dropped in the engine, its blocks freed; the client gets ``status`` (504) or an error event."""
+
+    message: str
+    status: int = 504
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """No text for a while (a long prefill, a queue): a stream sends an SSE comment so proxies and
+    clients with read timeouts know the server is still there."""

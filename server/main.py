@@ -52,9 +52,20 @@ def serve_state(settings: ServeSettings, link: EngineLink, hub: EventHub) -> Ser
     engine = cast("BlockPoolBatchEngine", link.owner.engine)
     client = EngineClient(link, capacity=settings.max_batch + settings.max_queue,
                           blocks_for_context=engine.spec.blocks_for_context,
-                          max_context_blocks=engine.pool.total_blocks)
+                          max_context_blocks=engine.pool.total_blocks,
+                          request_timeout_s=settings.request_timeout_s)
     return ServeState(settings=settings, model_id=model_id(settings), tokenizer=engine.tokenizer, client=client,
                       hub=hub, created=int(time.time()))
+
+
+def uvicorn_config(settings: ServeSettings, app: object) -> uvicorn.Config:
+    """h11 (not httptools) so ``max_incomplete_event_bytes`` bounds a request's line and headers; uvicorn
+    has no header-read timeout, but a silent connection costs one asyncio task, counted by
+    ``limit_concurrency``, and never blocks other clients."""
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                          timeout_graceful_shutdown=5, http="h11", timeout_keep_alive=settings.timeout_keep_alive_s,
+                          h11_max_incomplete_event_size=settings.max_incomplete_event_bytes,
+                          limit_concurrency=settings.limit_concurrency)
 
 
 def serve(settings: ServeSettings) -> int:
@@ -64,8 +75,7 @@ def serve(settings: ServeSettings) -> int:
     print(f"blockpool serve: {state.model_id} · {pool.total_blocks} blocks × {pool.spec.block_tokens} tok · "
           f"batch {settings.max_batch} · queue {settings.max_queue}"
           f"{' · API key required' if settings.api_key else ''}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(create_app(state), host=settings.host, port=settings.port, log_level="info",
-                            access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn_config(settings, create_app(state))
     try:
         uvicorn.Server(config).run()
     finally:

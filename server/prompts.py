@@ -22,7 +22,20 @@ ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system rol
 
 
 def chat_prompt_ids(tokenizer: Any, messages: Sequence[RequestMessage]) -> list[int]:
+    for index, message in enumerate(messages):
+        check_unicode(message.text(), f"messages.{index}.content")
     return encode_text(tokenizer, render_messages(tokenizer, messages))
+
+
+def check_unicode(text: str, param: str) -> None:
+    """Refuse text that UTF-8 cannot hold (a lone surrogate such as JSON's "\\ud800"): the tokenizer
+    would raise a TypeError deep inside instead of naming the problem."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(400, f"{param} is not valid Unicode: {exc.reason} {text[exc.start]!r} at index "
+                            f"{exc.start}; send UTF-8 text (a lone surrogate has no character)",
+                       param=param, code="invalid_text") from exc
 
 
 def render_messages(tokenizer: ChatTokenizer, messages: Sequence[RequestMessage]) -> str:
@@ -34,12 +47,13 @@ def render_messages(tokenizer: ChatTokenizer, messages: Sequence[RequestMessage]
                        code="invalid_messages") from exc
 
 
-def encode_text(tokenizer: Any, text: str) -> list[int]:
+def encode_text(tokenizer: Any, text: str, param: str = "messages") -> list[int]:
+    check_unicode(text, param)
     bos = tokenizer.bos_token
     try:
         ids = list(tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos)))
-    except UnicodeEncodeError as exc:
-        raise APIError(400, f"the text is not valid Unicode ({exc.reason} at index {exc.start})",
+    except (TypeError, ValueError) as exc:  # what a tokenizer raises for text it cannot take
+        raise APIError(400, f"the tokenizer cannot encode this {param}: {exc}", param=param,
                        code="invalid_text") from exc
     if not ids:
         raise APIError(400, "the prompt is empty once tokenized; send some text", param="prompt",
@@ -49,7 +63,7 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
 
 def completion_prompt_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, str):
-        return encode_text(tokenizer, prompt)
+        return encode_text(tokenizer, prompt, "prompt")
     vocab = len(tokenizer)
     bad = [t for t in prompt if not 0 <= t < vocab]
     if bad:

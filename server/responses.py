@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from .errors import APIError, error_body
-from .jobs import Finished, TextChunk
+from .jobs import Abandoned, Finished, KeepAlive, TextChunk
 from .schemas import (
     AssistantMessage,
     ChatChoice,
@@ -26,6 +26,9 @@ from .schemas import (
 )
 
 DONE = "data: [DONE]\n\n"
+KEEP_ALIVE = ": keep-alive\n\n"  # an SSE comment: clients skip it, read timeouts restart
+Ending = Finished | Abandoned
+Events = AsyncIterator[TextChunk | Finished | Abandoned | KeepAlive]
 
 
 def new_id(prefix: str) -> str:
@@ -39,26 +42,32 @@ def usage(done: Finished) -> Usage:
                  prompt_tokens_details=PromptTokensDetails(cached_tokens=done.cached_tokens))
 
 
-def finish_reason(done: Finished) -> Literal["stop", "length"]:
-    """The OpenAI reason; raises APIError when the engine could not finish the reply."""
+def finish_reason(done: Ending) -> Literal["stop", "length"]:
+    """The OpenAI reason; raises APIError when the engine could not finish the reply, or the server gave up."""
+    if isinstance(done, Abandoned):
+        raise APIError(done.status, done.message, code="timeout")
     if done.finish_reason == "error":
         raise APIError(503, f"the reply stopped after {done.completion_tokens} tokens: {done.error}",
                        code="engine_error")
     return "length" if done.finish_reason == "length" else "stop"
 
 
-def chat_completion(model: str, done: Finished) -> ChatCompletion:
+def chat_completion(model: str, done: Ending) -> ChatCompletion:
+    reason = finish_reason(done)  # raises for an error or an abandoned request
+    assert isinstance(done, Finished)
     return ChatCompletion(
         id=new_id("chatcmpl"), created=int(time.time()), model=model,
-        choices=[ChatChoice(message=AssistantMessage(content=done.text), finish_reason=finish_reason(done))],
+        choices=[ChatChoice(message=AssistantMessage(content=done.text), finish_reason=reason)],
         usage=usage(done),
     )
 
 
-def text_completion(model: str, done: Finished) -> TextCompletion:
+def text_completion(model: str, done: Ending) -> TextCompletion:
+    reason = finish_reason(done)
+    assert isinstance(done, Finished)
     return TextCompletion(
         id=new_id("cmpl"), created=int(time.time()), model=model,
-        choices=[TextChoice(text=done.text, finish_reason=finish_reason(done))],
+        choices=[TextChoice(text=done.text, finish_reason=reason)],
         usage=usage(done),
     )
 
@@ -68,7 +77,7 @@ def sse(payload: BaseModel) -> str:
     return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"
 
 
-async def chat_stream(model: str, events: AsyncIterator[TextChunk | Finished], *,
+async def chat_stream(model: str, events: Events, *,
                       include_usage: bool) -> AsyncIterator[str]:
     """Chunks as OpenAI streams them: the role, the text pieces, the finish reason, usage, ``[DONE]``."""
     frame_id = new_id("chatcmpl")
@@ -76,27 +85,31 @@ async def chat_stream(model: str, events: AsyncIterator[TextChunk | Finished], *
         id=frame_id, created=int(time.time()), model=model, choices=choices, usage=use))
     yield frame([ChunkChoice(delta=Delta(role="assistant", content=""))])
     async for event in events:
-        if isinstance(event, TextChunk):
+        if isinstance(event, KeepAlive):
+            yield KEEP_ALIVE
+        elif isinstance(event, TextChunk):
             yield frame([ChunkChoice(delta=Delta(content=event.text))])
-            continue
-        yield _ending(event, lambda reason: frame([ChunkChoice(delta=Delta(), finish_reason=reason)]))
-        if include_usage:
-            yield frame([], usage(event))
+        else:
+            yield _ending(event, lambda reason: frame([ChunkChoice(delta=Delta(), finish_reason=reason)]))
+            if include_usage and isinstance(event, Finished):
+                yield frame([], usage(event))
     yield DONE
 
 
-async def text_stream(model: str, events: AsyncIterator[TextChunk | Finished], *,
+async def text_stream(model: str, events: Events, *,
                       include_usage: bool) -> AsyncIterator[str]:
     frame_id = new_id("cmpl")
     frame = _framer(lambda choices, use: TextCompletion(
         id=frame_id, created=int(time.time()), model=model, choices=choices, usage=use))
     async for event in events:
-        if isinstance(event, TextChunk):
+        if isinstance(event, KeepAlive):
+            yield KEEP_ALIVE
+        elif isinstance(event, TextChunk):
             yield frame([TextChoice(text=event.text)])
-            continue
-        yield _ending(event, lambda reason: frame([TextChoice(text="", finish_reason=reason)]))
-        if include_usage:
-            yield frame([], usage(event))
+        else:
+            yield _ending(event, lambda reason: frame([TextChoice(text="", finish_reason=reason)]))
+            if include_usage and isinstance(event, Finished):
+                yield frame([], usage(event))
     yield DONE
 
 
@@ -107,7 +120,7 @@ def _framer(build: Callable[[list, Usage | None], Any]) -> Callable[..., str]:
     return frame
 
 
-def _ending(done: Finished, final_frame: Callable[[str], str]) -> str:
+def _ending(done: Ending, final_frame: Callable[[str], str]) -> str:
     """The last content frame, or an error frame (the status line went out long ago)."""
     try:
         return final_frame(finish_reason(done))

@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from .client import Stream
-from .jobs import Finished
+from .jobs import Abandoned, Finished
 from .prompts import chat_prompt_ids, completion_prompt_ids
 from .responses import chat_completion, chat_stream, text_completion, text_stream
 from .schemas import (
@@ -37,8 +37,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "missing or wrong API key",
         404: "unknown model",
         413: "request body too large",
+        403: "a Host or Origin name not allowed without an API key",
         429: "queue full (see Retry-After)",
+        500: "the server failed on this request",
         503: "the engine could not finish the reply",
+        504: "the request passed --request-timeout-s and was cancelled",
     }.items()
 }
 STREAMED = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks when stream=true"}}
@@ -51,7 +54,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     prompt_ids = await run_in_threadpool(chat_prompt_ids, state.tokenizer, body.messages)
     stream = await state.client.start(prompt_ids, sampling)
     if body.stream:
-        frames = chat_stream(state.model_id, stream.events(), include_usage=body.include_usage)
+        frames = chat_stream(state.model_id, _stream_events(stream, state), include_usage=body.include_usage)
         return _sse(frames, stream)
     done = await _collect(stream, request)
     return chat_completion(state.model_id, done) if done else Response(status_code=CLIENT_GONE)
@@ -64,7 +67,7 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
     prompt_ids = await run_in_threadpool(completion_prompt_ids, state.tokenizer, body.prompt)
     stream = await state.client.start(prompt_ids, sampling)
     if body.stream:
-        frames = text_stream(state.model_id, stream.events(), include_usage=body.include_usage)
+        frames = text_stream(state.model_id, _stream_events(stream, state), include_usage=body.include_usage)
         return _sse(frames, stream)
     done = await _collect(stream, request)
     return text_completion(state.model_id, done) if done else Response(status_code=CLIENT_GONE)
@@ -75,12 +78,16 @@ async def models(state: State) -> ModelList:
     return ModelList(data=[ModelCard(id=state.model_id, created=state.created)])
 
 
-async def _collect(stream: Stream, request: Request) -> Finished | None:
+async def _collect(stream: Stream, request: Request) -> Finished | Abandoned | None:
     """The finished reply, or None when the client hung up meanwhile (its request is dropped)."""
     async for event in stream.events(request.is_disconnected):
-        if isinstance(event, Finished):
+        if isinstance(event, Finished | Abandoned):
             return event
     return None
+
+
+def _stream_events(stream: Stream, state: ServeState) -> Any:
+    return stream.events(keep_alive_s=state.settings.keep_alive_s)
 
 
 def _sse(frames: Any, stream: Stream) -> StreamingResponse:

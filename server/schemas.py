@@ -6,7 +6,7 @@ ones); fields it knows but cannot honour (``n > 1``, ``logprobs``) are refused.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,12 @@ class _Sampling(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="only one choice per request")
-    logprobs: Literal[False] | None = Field(None, description="not supported")
+    logprobs: bool | int | None = Field(None, description="not supported: only false / null")
+    logit_bias: dict[str, float] | None = Field(None, description="not supported: only {} / null")
+    presence_penalty: float | None = Field(None, description="not supported: only 0 / null")
+    frequency_penalty: float | None = Field(None, description="not supported: only 0 / null")
+    response_format: dict[str, Any] | None = Field(None, description='only {"type": "text"}')
+    cache_salt: str | None = Field(None, description="not supported yet: prefix blocks are shared by every client")
     user: str | None = None
 
     def sampler_seed(self) -> int | None:
@@ -68,6 +73,8 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[RequestMessage] = Field(min_length=1)
+    tools: list[Any] | None = Field(None, description="not supported: only [] / null")
+    tool_choice: str | dict[str, Any] | None = Field(None, description='not supported: only "none" / null')
     max_completion_tokens: int | None = Field(None, ge=1, description="wins over max_tokens")
 
     def requested_max_tokens(self) -> int | None:
@@ -76,6 +83,7 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[int] = Field(min_length=1, description="text, or token ids")
+    echo: bool | None = Field(None, description="not supported: only false / null")
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens

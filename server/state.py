@@ -11,7 +11,9 @@ from .client import EngineClient, Sampling
 from .errors import APIError
 from .event_hub import EventHub
 from .schemas import ChatCompletionRequest, CompletionRequest
+from .prompts import check_unicode
 from .settings import ServeSettings
+from .unsupported import refuse_unsupported
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ServeState:
 
     def sampling(self, body: ChatCompletionRequest | CompletionRequest) -> Sampling:
         """The request's sampling settings with the server's defaults and limits applied."""
+        refuse_unsupported(body)
         asked = body.requested_max_tokens()
         limit = self.settings.max_tokens_limit
         if asked is not None and asked > limit:
@@ -40,6 +43,8 @@ class ServeState:
         if len(stop) > 4 or any(not s for s in stop):
             raise APIError(400, f"stop takes up to 4 non-empty strings, got {list(stop)!r}", param="stop",
                            code="invalid_stop")
+        for stop_string in stop:
+            check_unicode(stop_string, "stop")
         return Sampling(
             max_tokens=min(asked if asked is not None else self.settings.default_max_tokens, limit),
             temperature=body.temperature if body.temperature is not None else 0.0,

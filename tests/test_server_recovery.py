@@ -31,7 +31,7 @@ async def test_a_failed_step_fails_its_request_and_the_server_serves_the_next(de
     fail_first_call(monkeypatch, BlockPoolBatchEngine, "step_once", OSError(28, "No space left on device (injected)"))
     transport = httpx.ASGITransport(app=create_app(serve_state(settings, link, hub)))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve", timeout=120) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=120) as client:
             failed = await client.post("/v1/chat/completions", json=CHAT)
             assert failed.status_code == 503 and "injected" in failed.json()["error"]["message"]
             served = await client.post("/v1/chat/completions", json=CHAT)

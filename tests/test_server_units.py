@@ -198,3 +198,42 @@ def test_bad_serve_options_exit_2_with_a_message(argv: list[str], message: str, 
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+# -- hardening -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_exception_is_a_json_500_without_internals() -> None:
+    app = FastAPI()
+    install_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internal detail /home/x")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/boom")
+    assert response.status_code == 500
+    error = _error(response)
+    assert (error["type"], error["code"]) == ("server_error", "internal_error")
+    assert "secret" not in response.text and "RuntimeError" not in response.text
+
+
+def test_host_names_and_the_key_kept_secret(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "none.toml"))
+    settings = ServeSettings(host="::1", allowed_host=" Box.lan, proxy.example ", api_key="key-0123456789")
+    assert settings.host_names() == {"localhost", "127.0.0.1", "[::1]", "box.lan", "proxy.example"}
+    assert "key-0123456789" not in repr(settings) and "key-0123456789" not in str(settings.model_dump())
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "key-0123456789"
+
+
+def test_uvicorn_gets_the_connection_limits(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from server.main import uvicorn_config
+
+    monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "none.toml"))
+    settings = ServeSettings(timeout_keep_alive_s=3, max_incomplete_event_bytes="16KiB", limit_concurrency=9)
+    config = uvicorn_config(settings, FastAPI())
+    assert (config.http, config.timeout_keep_alive, config.h11_max_incomplete_event_size,
+            config.limit_concurrency) == ("h11", 3, 16 * 1024, 9)

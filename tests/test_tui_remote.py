@@ -160,11 +160,14 @@ async def test_server_killed_mid_reply_then_restarted(default_model):
             (agent,) = app.roster
             await send(pilot, "Tell me a long story about a fox.")
             await wait_for(pilot, lambda: agent.status == "generating")
+            app.pane(agent.agent_id).input.value = "And a cat."  # a draft typed meanwhile
             server.process.kill()
             server.process.wait()
             await wait_for(pilot, lambda: agent.status == "error", timeout_s=30)
             assert "went away mid-reply" in (agent.error or "")
-            assert app.pane(agent.agent_id).input.value == "Tell me a long story about a fox."
+            # The failed message is not dropped: it goes back before the draft.
+            assert app.pane(agent.agent_id).input.value == "Tell me a long story about a fox. And a cat."
+            app.pane(agent.agent_id).input.value = "Tell me a long story about a fox."
             assert agent.conversation.turns == []
             await wait_for(pilot, lambda: app.server_status.state == "unreachable", timeout_s=30)
             assert "reconnecting" in app.sub_title

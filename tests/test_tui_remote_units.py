@@ -97,11 +97,12 @@ def test_errors_say_what_happened_and_what_to_do():
 def test_server_settings_from_the_command_line_and_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BLOCKPOOL_CONFIG", str(tmp_path / "absent.toml"))
     settings = parse_settings(["--server", "http://127.0.0.1:8000/", "--api-key", "k", "--model", "m"])
-    assert (settings.server, settings.api_key, settings.model) == ("http://127.0.0.1:8000", "k", "m")
+    assert (settings.server, settings.api_key.get_secret_value(), settings.model) == ("http://127.0.0.1:8000", "k", "m")
+    assert "'k'" not in repr(settings)
     monkeypatch.setenv("BLOCKPOOL_SERVER", "https://gpu-box:8000")
     monkeypatch.setenv("BLOCKPOOL_API_KEY", "from-env")
     settings = parse_settings([])
-    assert (settings.server, settings.api_key) == ("https://gpu-box:8000", "from-env")
+    assert (settings.server, settings.api_key.get_secret_value()) == ("https://gpu-box:8000", "from-env")
     for bad in ("127.0.0.1:8000", "http://127.0.0.1:8000/v1"):
         with pytest.raises(SettingsError, match="--server: .*without /v1"):
             parse_settings(["--server", bad])

@@ -38,7 +38,7 @@ class AgentOptions:
 
 def parse_options(temperature: str, top_p: str, max_tokens: str, stop: str) -> AgentOptions:
     """The dialog's fields as options; ValueError naming the bad field, its value and the range."""
-    values = AgentOptions(_number("temperature", temperature, 0.0, 5.0), _number("top_p", top_p, 0.0, 1.0),
+    values = AgentOptions(_number("temperature", temperature, 0.0, 2.0), _number("top_p", top_p, 0.0, 1.0),
                           int(_number("max tokens", max_tokens, 1, 1_000_000)), _stops(stop))
     if values.top_p == 0.0:
         raise ValueError("top_p 0 keeps no token: give more than 0, up to 1")

@@ -219,7 +219,7 @@ class Chats:
         if (user_message := self._user_messages.get(agent.agent_id)) is not None:
             user_message.turn_index = None  # a failed turn is no place in the conversation
         pane = self.host.pane(agent.agent_id)
-        if not pane.input.value:
+        if not pane.input.value.startswith(agent.in_flight.user_text):  # put back once, before any new draft
             pane.restore_input(agent.in_flight.user_text)
         self._turn_over(agent)
         agent.status, agent.error, agent.context_tokens = "error", error, context_tokens

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from frontend.options import Option
@@ -32,7 +32,8 @@ class TuiSettings(EngineSettings):
     system: Annotated[str, Option(metavar="TEXT")] = Field("You are a helpful assistant.",
                                                            description="system prompt of new agents")
     temperature: Annotated[float, Option(metavar="T")] = Field(
-        0.0, ge=0.0, le=5.0, description="sampling temperature, 0 = greedy (default 0)")
+        0.0, ge=0.0, le=2.0, description="sampling temperature, 0 = greedy (default 0; at most 2, as OpenAI "
+                                         "servers allow)")
     bell: Annotated[bool, Option(switches=(("--bell", True, "ring the terminal bell when a reply ends"),))] = Field(
         False, description="ring the terminal bell when a reply ends (default off)")
     refresh_s: Annotated[float, Option(metavar="S", flag="--refresh")] = Field(
@@ -53,7 +54,7 @@ class TuiSettings(EngineSettings):
         None, description="chat through this OpenAI-compatible server, e.g. http://127.0.0.1:8000 from "
                           "`blockpool serve`, or vLLM, mlx_lm.server, llama.cpp's server; --model then names the "
                           "served model (default: the server's)")
-    api_key: Annotated[str | None, Option(metavar="KEY", group=SERVER)] = Field(
+    api_key: Annotated[SecretStr | None, Option(metavar="KEY", group=SERVER)] = Field(  # never in a repr
         None, description=f"the server's API key (or {TUI_PREFIX}API_KEY)")
     spill_budget: Annotated[int, Size, Option(metavar="SIZE")] = Field(
         DEFAULT_SPILL_BUDGET_BYTES, ge=0, description="disk space for this session's saved KV caches, e.g. 2GiB "

@@ -20,7 +20,7 @@ from tui.remote.wire import SseParser
 
 CONVERSATION_HEADER = "x-blockpool-conversation"  # blockpool serve: who owns this reply's blocks
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 120.0  # a long prompt's prefill sends nothing for a while
+READ_TIMEOUT_S = 120.0  # per read: a long prefill sends nothing but keep-alive comments, which reset it
 EVENTS_READ_TIMEOUT_S = 60.0  # blockpool serve sends a keep-alive every 15 s
 
 
@@ -58,7 +58,8 @@ class ServerClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+        # trust_env=False: no proxy from the environment ever sees the key or the prompts.
+        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -142,7 +143,9 @@ class ServerClient:
 
 
 async def _chat_events(url: str, response: httpx.Response) -> AsyncIterator[ChatEvent]:
+    """The stream's events; a stream that ends with neither ``[DONE]`` nor a finish reason is an error."""
     parser = SseParser()
+    finished = False
     async for line in response.aiter_lines():
         frame = parser.feed(line)
         if frame is None:
@@ -154,7 +157,10 @@ async def _chat_events(url: str, response: httpx.Response) -> AsyncIterator[Chat
         except json.JSONDecodeError:
             continue
         for event in _chunk_events(url, chunk):
+            finished = finished or isinstance(event, StreamDone)
             yield event
+    if not finished:
+        raise ServerError(f"the stream from {url} ended early, before the reply was finished; send again")
 
 
 def _chunk_events(url: str, chunk: Any) -> list[ChatEvent]:

@@ -24,7 +24,8 @@ def remote_engine_factory(settings: TuiSettings, post: PostStatus) -> EngineFact
         from tui.remote.remote_engine import RemoteEngine  # httpx only when a server is used
 
         progress(f"connecting to {settings.server}…", 0.5)
-        return RemoteEngine(settings.server, api_key=settings.api_key, model=settings.model, recorder=recorder,
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+        return RemoteEngine(settings.server, api_key=key, model=settings.model, recorder=recorder,
                             post=post, refresh_s=max(settings.refresh_s, SCRAPE_INTERVAL_S))
 
     return build
