@@ -36,6 +36,7 @@ class StepLoop:
         self.recorder = recorder
         self.preempter = None if runner is None else Preempter(pool, scheduler, contexts, runner, recorder)
         self._deltas: list[TokenDelta] = []  # where admission streams a first token (see admit)
+        self._prefill: list[PrefillProgress] = []  # and reports a prompt read in one pass
         self._ending: list[Callable[[], Completion]] = []  # turns ended by their first token (admit)
 
     # -- commands ----------------------------------------------------------------
@@ -61,12 +62,12 @@ class StepLoop:
         tic = time.perf_counter()
         completions = completions + self.finish_ended() + self.apply_commands()
         deltas: list[TokenDelta] = []
-        completions += self.admit(deltas)
         prefill: list[PrefillProgress] = []
+        completions += self.admit(deltas, prefill)
         batch_size = len(self.scheduler.running)
         # A first token read in one pass at admission goes out now, not after a batched step.
         advance = batch_size and not deltas
-        prefill_tokens = self.advance(deltas, prefill, completions) if advance else 0
+        prefill_tokens = self.advance(deltas, prefill, completions) if advance else sum(p.total for p in prefill)
         ms = (time.perf_counter() - tic) * 1000
         if batch_size and self.recorder.enabled:
             self.recorder.publish(EngineStep(batch_size=batch_size, tokens_generated=len(deltas),
@@ -75,9 +76,10 @@ class StepLoop:
 
     # -- admission -----------------------------------------------------------------
 
-    def admit(self, deltas: list[TokenDelta]) -> list[Completion]:
-        """Start waiting requests; a continued turn's first token, read in one pass, goes into ``deltas``."""
-        self._deltas = deltas
+    def admit(self, deltas: list[TokenDelta], prefill: list[PrefillProgress] | None = None) -> list[Completion]:
+        """Start waiting requests; a continued turn read in one pass reports its prompt as read
+        (``prefill``) and its first token (``deltas``)."""
+        self._deltas, self._prefill = deltas, prefill if prefill is not None else []
         failed = self.scheduler.admit(self._start)
         return [self._finish(request, "error", error=error) for request, error in failed]
 
@@ -122,6 +124,7 @@ class StepLoop:
         reason: FinishReason | None = "stop" if is_eos else "length" if request.max_tokens == 1 else None
         request.start(None, self.tokenizer.detokenizer)
         request.prefilled_tokens = len(prompt)
+        self._prefill.append(PrefillProgress(request.uid, request.agent_id, len(prompt), len(prompt)))
         delta, hit = request.add_token(token, reason, is_eos=is_eos)
         self._deltas.append(delta)
         if hit or reason is not None:  # its token goes out now; its K/V and write-back next step

@@ -119,3 +119,19 @@ def test_continued_turns_that_end_at_their_first_token_keep_it_in_context(defaul
         blocks = done.blocks
     assert blocks.total_tokens == cache[0].offset  # the same context, token for token in length
     assert_blocks_accounted(engine, ["agent"])
+
+
+def test_a_continued_turn_streams_its_first_token_in_the_step_that_reads_its_prompt(default_model, default_spec):
+    """One pass reads a short continued prompt and samples its first token; that step's output
+    reports the prompt as read and carries the token (no batched step before it goes out)."""
+    model, tokenizer = default_model
+    engine = BlockPoolBatchEngine(model, tokenizer, BlockPool(default_spec, total_blocks=120), default_spec)
+    first = engine.submit("a", "Name a colour.", max_tokens=4)
+    blocks = next(c for c in engine.step() if c.uid == first).blocks
+    prompt = " And another one?"
+    uid = engine.submit("a", prompt, blocks, max_tokens=4)
+    out = engine.step_once()
+    num_prompt = len(engine.encode(prompt, continues=True))
+    assert [(p.uid, p.processed, p.total) for p in out.prefill] == [(uid, num_prompt, num_prompt)]
+    assert [d.uid for d in out.deltas] == [uid]
+    assert out.prefill_tokens == num_prompt

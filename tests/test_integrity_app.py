@@ -62,12 +62,12 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
     faults = []
     both_sent = threading.Event()
 
-    def admit_failing_once(self, deltas):
+    def admit_failing_once(self, deltas, prefill=None):
         if not faults:
             faults.append(True)
             both_sent.wait(WAIT_S)  # the second message must be queued behind the first
             raise OSError(28, "No space left on device (injected)")
-        return real_admit(self, deltas)
+        return real_admit(self, deltas, prefill)
 
     app = real_app(default_model, tmp_path / "sessions.db", agents=1)
     async with app.run_test(size=(140, 40)) as pilot:
