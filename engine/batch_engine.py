@@ -26,7 +26,7 @@ from .errors import EngineClosed
 from .kv.kv_store import KVBlockStore, LayerCache
 from .kv.spill import SpillUsage, model_key
 from .owner import Owner, copy_of
-from .prompts import check_cache, check_fits, check_request, check_setup, encode_prompt
+from .prompts import check_cache, check_fits, check_request, check_salt, check_setup, encode_prompt
 from .reporting import publish_pool_change
 from .outputs import Completion, StepOutput
 from .runner import DEFAULT_PREFILL_STEP
@@ -115,6 +115,7 @@ class BlockPoolBatchEngine:
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
         seed: int | None = None,
+        cache_salt: str | None = None,
     ) -> int:
         """Queue one turn for ``agent_id`` and return its uid.
 
@@ -122,19 +123,21 @@ class BlockPoolBatchEngine:
         full blocks the pool already holds are shared, not prefilled); ``cache=<AgentBlocks>``
         continues it, and ``prompt`` holds only the new tokens. ``seed`` (with a temperature):
         the turn samples from its own key, so the same seed gives the same text whoever
-        shares the batch (``engine.sampling``).
+        shares the batch (``engine.sampling``). ``cache_salt`` (vLLM's name): a fresh context
+        shares prefix blocks only with contexts of the same salt (tenants apart).
         """
         if self._loop.runner is None:
             raise RuntimeError("this engine was built without a model (gather-only); it cannot generate")
         self._check_open("submit")
         check_request(agent_id, max_tokens, temperature, top_p, seed)
+        check_salt(cache_salt, cache)
         prompt_ids = self.encode(prompt, continues=cache is not None)
 
         def make(uid: int) -> Request:
             cached = check_cache(self.pool, agent_id, cache) if cache is not None else 0
             check_fits(self.spec, self.pool, cached + len(prompt_ids))
             return Request(uid, agent_id, prompt_ids, max_tokens, temperature, top_p, tuple(stop or ()), cache,
-                           seed)
+                           seed, cache_salt)
 
         request = self._scheduler.add(agent_id, make)
         if self.recorder.enabled:

@@ -58,8 +58,8 @@ class Contexts:
             agent, match = request.cache, None
         else:
             self.drop(request.agent_id)
-            match = self.prefix.lookup(request.prompt_ids)
-            agent = self.prefix.acquire(request.agent_id, match)
+            match = self.prefix.lookup(request.prompt_ids, request.cache_salt)
+            agent = self.prefix.acquire(request.agent_id, match, request.cache_salt)
             self.sharing.extend_with_partial(agent, request.prompt_ids, self.agents.values())
         self.agents[request.agent_id] = agent
         return agent, match
@@ -69,7 +69,7 @@ class Contexts:
         than the pool holds now (``request`` should wait for it), else None."""
         if not self.sharing.enabled or request.cache is not None:
             return None
-        match = self.prefix.lookup(request.prompt_ids)
+        match = self.prefix.lookup(request.prompt_ids, request.cache_salt)
         return self.sharing.leader_for(request, running, 0 if match is None else match.num_blocks)
 
     def write_prompt_blocks(self, request: Request, computed: int,
@@ -119,7 +119,7 @@ class Contexts:
         cached); the next try looks the prefix up again."""
         if request.cache is None:
             self.pool.free_agent_blocks(request.agent_id)
-            self.agents[request.agent_id] = AgentBlocks(request.agent_id, 0)
+            self.agents[request.agent_id] = AgentBlocks(request.agent_id, 0, cache_salt=request.cache_salt)
 
     def gather(self, agent: AgentBlocks) -> list[LayerCache]:
         """mlx-lm caches (one per layer) holding the agent's context, gathered from its blocks."""
@@ -235,7 +235,7 @@ class Contexts:
         if self.agents.get(new_id) is not None or self.pool.agent_block_count(new_id):
             raise ValueError(f"agent {new_id!r} already has a context; fork into a new agent id")
         if source_id in self.residency.spilled and not self._bring_back(source):
-            forked = AgentBlocks(new_id, source.total_tokens, list(source.token_ids))
+            forked = AgentBlocks(new_id, source.total_tokens, list(source.token_ids), cache_salt=source.cache_salt)
             self.residency.spilled.add(new_id)  # its file is missing: the next turn re-prefills
         else:
             forked = self.pool.fork(source, new_id)

@@ -5,7 +5,8 @@ ids start with the *entire* context of an idle agent (its prompt and reply as th
 engine stored them, the model's end-of-turn token included), that agent's blocks
 already hold the K/V of that prefix: the request continues the agent and only the
 new tokens are prefilled. Anything else starts a fresh agent, so a template that
-re-renders earlier turns differently costs speed, never correctness.
+re-renders earlier turns differently costs speed, never correctness. A request continues
+only a conversation of its own ``cache_salt``: tenants never find each other's.
 
 Bookkeeping only (agent ids and token ids); the engine thread owns the engine.
 """
@@ -40,8 +41,9 @@ class ConversationTable:
         self._prefix = prefix
         self._ids = itertools.count(1)
         self._idle: OrderedDict[str, tuple[int, ...]] = OrderedDict()  # oldest first
+        self._salts: dict[str, str | None] = {}  # the cache_salt each idle agent's context started with
 
-    def claim(self, prompt_ids: Sequence[int]) -> Claim:
+    def claim(self, prompt_ids: Sequence[int], salt: str | None = None) -> Claim:
         """The idle agent whose whole context is the longest proper prefix of ``prompt_ids``, or a new agent.
 
         A claimed agent leaves the table (it is busy) until ``release``.
@@ -50,26 +52,31 @@ class ConversationTable:
         best_len = 0
         for agent_id, context in self._idle.items():
             n = len(context)
-            if best_len < n < len(prompt_ids) and tuple(prompt_ids[:n]) == context:
+            if best_len < n < len(prompt_ids) and self._salts.get(agent_id) == salt and tuple(prompt_ids[:n]) == context:
                 best, best_len = agent_id, n
         if best is None:
             return Claim(f"{self._prefix}-{next(self._ids)}", 0)
         del self._idle[best]
+        self._salts.pop(best, None)
         return Claim(best, best_len)
 
-    def release(self, agent_id: str, context_ids: Sequence[int]) -> list[str]:
-        """Make an agent idle with the context it now holds; returns the agents pushed out (close them)."""
-        self._idle.pop(agent_id, None)
+    def release(self, agent_id: str, context_ids: Sequence[int], salt: str | None = None) -> list[str]:
+        """Make an agent idle with the context it now holds (started with ``salt``); returns the
+        agents pushed out (close them)."""
+        self.forget(agent_id)
         if context_ids:
             self._idle[agent_id] = tuple(context_ids)
+            self._salts[agent_id] = salt
         evicted = []
         while len(self._idle) > self.max_idle:
             oldest, _ = self._idle.popitem(last=False)
+            self._salts.pop(oldest, None)
             evicted.append(oldest)
         return evicted
 
     def forget(self, agent_id: str) -> None:
         self._idle.pop(agent_id, None)
+        self._salts.pop(agent_id, None)
 
     def idle_agents(self) -> list[str]:
         """Idle agent ids, least recently used first."""

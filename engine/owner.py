@@ -49,4 +49,4 @@ class Owner:
 def copy_of(agent: AgentBlocks) -> AgentBlocks:
     """A copy of an agent's bookkeeping (same Block objects, own lists) for another thread to read."""
     blocks = {layer_id: list(layer) for layer_id, layer in agent.blocks.items()}
-    return AgentBlocks(agent.agent_id, agent.total_tokens, list(agent.token_ids), blocks)
+    return AgentBlocks(agent.agent_id, agent.total_tokens, list(agent.token_ids), blocks, agent.cache_salt)

@@ -38,6 +38,7 @@ class Submit:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    cache_salt: str | None = None  # prefix blocks and conversations shared only within one salt
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,7 @@ class Requests:
         self.conversations.forget(agent_id)
 
     def _claim(self, engine: Engine, command: Submit) -> Claim:
-        claim = self.conversations.claim(command.prompt)  # type: ignore[arg-type]
+        claim = self.conversations.claim(command.prompt, command.cache_salt)  # type: ignore[arg-type]
         if claim.continues and engine.agent_blocks(claim.agent_id) is None:
             self.close_agent(engine, claim.agent_id)  # cannot happen while the table is kept right
             return self._claim(engine, command)
@@ -128,7 +128,7 @@ class Requests:
                cache: AgentBlocks | None) -> int:
         return engine.submit(agent_id, prompt if isinstance(prompt, str) else list(prompt), cache,
                              command.max_tokens, temperature=command.temperature, top_p=command.top_p,
-                             stop=command.stop, seed=command.seed)
+                             stop=command.stop, seed=command.seed, cache_salt=command.cache_salt)
 
     def _put_back(self, engine: Engine, claim: Claim, stateless: bool) -> None:
         """A refused stateless request leaves a continued conversation as it was: idle, same context."""
@@ -174,7 +174,8 @@ class Requests:
         """An idle stateless agent goes back to the table with its context (or is closed without one)."""
         blocks = engine.agent_blocks(agent_id)
         context = blocks.token_ids if blocks is not None else []
-        for evicted in self.conversations.release(agent_id, context):
+        salt = blocks.cache_salt if blocks is not None else None
+        for evicted in self.conversations.release(agent_id, context, salt):
             self.close_agent(engine, evicted)
         if not context:
             self.close_agent(engine, agent_id)

@@ -22,20 +22,21 @@ class PrefixCache:
         self.recorder = recorder
         self.enabled = enabled
 
-    def lookup(self, prompt_ids: Sequence[int]) -> PrefixMatch | None:
+    def lookup(self, prompt_ids: Sequence[int], salt: str | None = None) -> PrefixMatch | None:
         """The prompt's longest run of leading full blocks in the pool; None when there is none.
 
         The last token is left out: at least one token must be prefilled to get logits."""
         if not self.enabled or len(prompt_ids) < 2:
             return None
-        match = self.pool.lookup_prefix(prompt_ids[:-1])
+        match = self.pool.lookup_prefix(prompt_ids[:-1], salt)
         return match if match.num_blocks else None
 
-    def acquire(self, agent_id: str, match: PrefixMatch | None) -> AgentBlocks:
-        """A fresh context for ``agent_id``: holding ``match``'s blocks, or empty."""
-        if match is None:
-            return AgentBlocks(agent_id, 0)
-        return self.pool.acquire_prefix(agent_id, match)
+    def acquire(self, agent_id: str, match: PrefixMatch | None, salt: str | None = None) -> AgentBlocks:
+        """A fresh context for ``agent_id`` (its blocks hashed with ``salt``): holding ``match``'s
+        blocks, or empty."""
+        agent = AgentBlocks(agent_id, 0) if match is None else self.pool.acquire_prefix(agent_id, match)
+        agent.cache_salt = salt
+        return agent
 
     def report(self, agent_id: str, prompt_tokens: int, match: PrefixMatch | None, reused_tokens: int) -> None:
         """One lookup of a context that started (a blocked start does not count twice):

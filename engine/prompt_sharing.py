@@ -60,7 +60,7 @@ class PromptSharing:
             return None
         bt = self.block_tokens
         for other in running:
-            if other.cache is not None or other.phase != "prefilling":
+            if other.cache is not None or other.phase != "prefilling" or other.cache_salt != request.cache_salt:
                 continue
             shared = common_tokens(other.prompt_ids[:-1], request.prompt_ids[:-1], len(request.prompt_ids)) // bt
             if shared > pool_blocks:
@@ -118,7 +118,8 @@ class PromptSharing:
             return 0
         best, best_len = None, MIN_PARTIAL_TOKENS - 1
         for source in sources:
-            if source.agent_id == agent.agent_id or source.total_tokens <= n or not source.num_blocks():
+            if (source.agent_id == agent.agent_id or source.total_tokens <= n or not source.num_blocks()
+                    or source.cache_salt != agent.cache_salt):
                 continue
             if source.token_ids[:n] != prompt_ids[:n]:
                 continue

@@ -62,6 +62,18 @@ def check_setup(pool: BlockPool, spec: ModelCacheSpec, model_key: str, *, max_ba
 
 
 SEED_LIMIT = 2**64  # mx.random.key takes an unsigned 64-bit seed
+MAX_SALT_CHARS = 1024
+
+
+def check_salt(cache_salt: object, cache: AgentBlocks | None) -> None:
+    """ValueError for a ``cache_salt`` that is not a short string, or that differs from the one
+    the continued context started with (its blocks were hashed from that one)."""
+    if cache_salt is not None and (not isinstance(cache_salt, str) or not 0 < len(cache_salt) <= MAX_SALT_CHARS):
+        raise ValueError(f"cache_salt must be a string of 1 to {MAX_SALT_CHARS} characters (or None), "
+                         f"got {str(cache_salt)[:40]!r}")
+    if cache is not None and cache.cache_salt != cache_salt:
+        raise ValueError(f"agent {cache.agent_id!r}'s context started with cache_salt={cache.cache_salt!r}; "
+                         f"continue it with the same salt, got {cache_salt!r}")
 
 
 def check_request(agent_id: object, max_tokens: int, temperature: float, top_p: float,

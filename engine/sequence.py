@@ -43,6 +43,7 @@ class Request:
     stop: tuple[str, ...]
     cache: AgentBlocks | None  # the context this turn continues (submit's cache=); None: a fresh one
     seed: int | None = None  # its sampler's own key (``engine.sampling``); None: MLX's global generator
+    cache_salt: str | None = None  # a fresh context shares blocks only with contexts of the same salt
     submitted_s: float = field(default_factory=time.perf_counter)
     phase: Phase = "queued"
     batch_uid: int | None = None

@@ -21,6 +21,7 @@ class AgentBlocks:
     total_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)
     blocks: dict[int, list[Block]] = field(default_factory=dict)
+    cache_salt: str | None = None  # its blocks' hashes start from this salt (``BlockHasher.chain_seed``)
 
     def __post_init__(self) -> None:
         if not self.agent_id:

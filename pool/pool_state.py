@@ -121,12 +121,12 @@ class PoolState:
             cached = [self._blocks[i] for i in self._free.cached_ids()]
             return snapshot_of(self.spec, self.total_blocks, held, cached)
 
-    def lookup_prefix(self, token_ids: Sequence[int]) -> PrefixMatch:
+    def lookup_prefix(self, token_ids: Sequence[int], salt: str | None = None) -> PrefixMatch:
         """The longest run of leading full blocks of `token_ids` that every layer holds.
 
         Read-only. Pass a prompt without its last token so at least one is prefilled.
         """
-        hashes = self.hasher.block_hashes(token_ids)
+        hashes = self.hasher.block_hashes(token_ids, salt=salt)
         with self._lock:
             cut, num_global = self._index.longest_cut(hashes)
             layer_ids = self._index.layer_block_ids(hashes, cut)

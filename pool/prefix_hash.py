@@ -26,6 +26,13 @@ class BlockHasher:
         self.block_tokens = block_tokens
         self.seed_hash: int = xxhash.xxh3_128_intdigest(_SEED_TAG + model_key.encode("utf-8"))
 
+    def chain_seed(self, salt: str | None) -> int:
+        """Where a chain starts: the model's seed, or one of its own per ``cache_salt`` (vLLM's
+        name), so that callers with different salts never find each other's blocks."""
+        if salt is None:
+            return self.seed_hash
+        return xxhash.xxh3_128_intdigest(self.seed_hash.to_bytes(16, "little") + b"salt\x00" + salt.encode("utf-8"))
+
     def num_full_blocks(self, num_tokens: int) -> int:
         return num_tokens // self.block_tokens
 
@@ -43,16 +50,17 @@ class BlockHasher:
         )
         return xxhash.xxh3_128_intdigest(payload)
 
-    def block_hashes(self, token_ids: Sequence[int], *, num_blocks: int | None = None) -> list[int]:
+    def block_hashes(self, token_ids: Sequence[int], *, num_blocks: int | None = None,
+                     salt: str | None = None) -> list[int]:
         """Hashes of the leading full blocks of `token_ids` (a trailing partial block has none).
 
-        `num_blocks` stops early (at most that many hashes).
+        `num_blocks` stops early (at most that many hashes); `salt` starts the chain (`chain_seed`).
         """
         count = self.num_full_blocks(len(token_ids))
         if num_blocks is not None:
             count = min(count, num_blocks)
         hashes: list[int] = []
-        parent, bt = self.seed_hash, self.block_tokens
+        parent, bt = self.chain_seed(salt), self.block_tokens
         for i in range(count):
             parent = self.block_hash(parent, token_ids[i * bt : (i + 1) * bt])
             hashes.append(parent)

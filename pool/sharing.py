@@ -64,7 +64,7 @@ def fork(pool: SharingPool, source: AgentBlocks, new_agent_id: str) -> AgentBloc
             "fork from its current context"
         )
     pool.hold(blocks, new_agent_id)
-    forked = AgentBlocks(new_agent_id, source.total_tokens, list(source.token_ids))
+    forked = AgentBlocks(new_agent_id, source.total_tokens, list(source.token_ids), cache_salt=source.cache_salt)
     for layer_id in sorted(source.blocks):
         for block in source.blocks[layer_id]:
             forked.add_block(block)
@@ -147,7 +147,7 @@ def register_full_blocks(
     A block whose content another block already carries is swapped for that
     one when private, so the pool keeps one copy of each prefix.
     """
-    hashes = pool.hasher.block_hashes(agent.token_ids[: agent.total_tokens])
+    hashes = pool.hasher.block_hashes(agent.token_ids[: agent.total_tokens], salt=agent.cache_salt)
     bt = pool.spec.block_tokens
     num_hashed = num_deduplicated = 0
     for layer_id in sorted(agent.blocks) if layer_ids is None else sorted(set(layer_ids)):

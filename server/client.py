@@ -31,6 +31,7 @@ class Sampling:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    cache_salt: str | None = None
 
 
 class EngineClient:
@@ -123,7 +124,8 @@ class Stream:
                       time.monotonic())
         client.link.open(self.request_id, route)
         client.owner.send(Submit(self.request_id, prompt_ids, sampling.max_tokens, temperature=sampling.temperature,
-                                 top_p=sampling.top_p, stop=sampling.stop, seed=sampling.seed))
+                                 top_p=sampling.top_p, stop=sampling.stop, seed=sampling.seed,
+                                 cache_salt=sampling.cache_salt))
 
     def _deliver(self, event: StreamEvent) -> None:
         """On the event loop: queue an event from the owner thread; its last one frees the slot."""

@@ -54,7 +54,9 @@ class _Sampling(_Request):
     presence_penalty: float | None = Field(None, description="not supported: only 0 / null")
     frequency_penalty: float | None = Field(None, description="not supported: only 0 / null")
     response_format: dict[str, Any] | None = Field(None, description='only {"type": "text"}')
-    cache_salt: str | None = Field(None, description="not supported yet: prefix blocks are shared by every client")
+    cache_salt: str | None = Field(None, min_length=1, max_length=1024,
+                                   description="vLLM's: prefix blocks and conversations are shared only "
+                                               "between requests with the same salt")
     user: str | None = None
 
     def sampler_seed(self) -> int | None:

@@ -45,12 +45,15 @@ class ServeState:
                            code="invalid_stop")
         for stop_string in stop:
             check_unicode(stop_string, "stop")
+        if body.cache_salt is not None:
+            check_unicode(body.cache_salt, "cache_salt")
         return Sampling(
             max_tokens=min(asked if asked is not None else self.settings.default_max_tokens, limit),
             temperature=body.temperature if body.temperature is not None else 0.0,
             top_p=body.top_p if body.top_p is not None else 1.0,
             stop=stop,
             seed=body.sampler_seed(),
+            cache_salt=body.cache_salt,
         )
 
 

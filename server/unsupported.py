@@ -15,7 +15,6 @@ _ACCEPTED: dict[str, tuple[Any, str]] = {
     "presence_penalty": (lambda v: not v, "0 or null"),
     "frequency_penalty": (lambda v: not v, "0 or null"),
     "response_format": (lambda v: v is None or v == {"type": "text"}, '{"type": "text"} or null'),
-    "cache_salt": (lambda v: v is None, "null (every client shares prefix blocks here)"),
     "tools": (lambda v: not v, "[] or null"),
     "tool_choice": (lambda v: v in (None, "none"), '"none" or null'),
     "echo": (lambda v: not v, "false or null"),

@@ -90,7 +90,7 @@ class ScriptedEngine:
 
     def submit(self, agent_id: str, prompt: str, cache: AgentBlocks | None = None, max_tokens: int = 256, *,
                temperature: float = 0.0, top_p: float = 1.0, stop: Sequence[str] | None = None,
-               seed: int | None = None) -> int:
+               seed: int | None = None, cache_salt: str | None = None) -> int:
         prompt_tokens = len(self.tokenizer.encode(prompt))
         if not prompt_tokens:
             raise ValueError("prompt is empty: give some text or token ids")

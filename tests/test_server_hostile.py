@@ -55,7 +55,6 @@ UNSUPPORTED = {
     "presence_penalty": 0.5,
     "frequency_penalty": -1.0,
     "logprobs": True,
-    "cache_salt": "tenant-a",
 }
 
 

@@ -93,7 +93,8 @@ class RemoteEngine:
 
     def submit(self, agent_id: str, prompt: str | Sequence[int], cache: AgentBlocks | None = None,
                max_tokens: int = 256, *, temperature: float = 0.0, top_p: float = 1.0,
-               stop: Sequence[str] | None = None, seed: int | None = None) -> int:
+               stop: Sequence[str] | None = None, seed: int | None = None,
+               cache_salt: str | None = None) -> int:
         if cache is not None:
             raise ValueError("a server keeps no context for this TUI: send the whole conversation")
         if not isinstance(prompt, str):
@@ -101,7 +102,7 @@ class RemoteEngine:
         messages = decode_messages(prompt)
         uid = next(self._uids)
         body = chat_body(self.model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                         stop=tuple(stop or ()), seed=seed)
+                         stop=tuple(stop or ()), seed=seed, cache_salt=cache_salt)
         future = asyncio.run_coroutine_threadsafe(self._stream(uid, body), self._loop)
         self._turns[uid] = Turn(agent_id, uid, future, time.monotonic())
         return uid

@@ -44,8 +44,10 @@ def decode_messages(prompt: str) -> list[dict[str, str]]:
 
 
 def chat_body(model: str | None, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-              top_p: float = 1.0, stop: tuple[str, ...] = (), seed: int | None = None) -> dict[str, Any]:
-    """A streamed chat request; ``top_p``, ``stop`` and ``seed`` go only when they differ from the defaults."""
+              top_p: float = 1.0, stop: tuple[str, ...] = (), seed: int | None = None,
+              cache_salt: str | None = None) -> dict[str, Any]:
+    """A streamed chat request; ``top_p``, ``stop``, ``seed`` and ``cache_salt`` go only when
+    they differ from the defaults."""
     body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature,
                             "stream": True, "stream_options": {"include_usage": True}}
     if top_p != 1.0:
@@ -54,6 +56,8 @@ def chat_body(model: str | None, messages: list[dict[str, str]], *, max_tokens: 
         body["stop"] = list(stop)
     if seed is not None:
         body["seed"] = seed
+    if cache_salt is not None:
+        body["cache_salt"] = cache_salt
     if model is not None:
         body["model"] = model
     return body
