@@ -10,7 +10,8 @@ import mlx.core as mx
 import numpy as np
 
 from engine.kv.block_writer import BlockWriter
-from engine.kv.kv_store import KVBlockStore, cache_arrays
+from engine.kv.batch_cache import cache_arrays
+from engine.kv.kv_store import KVBlockStore
 from pool import AgentBlocks, BlockPool, ModelCacheSpec
 
 SPEC = ModelCacheSpec(n_layers=2, n_kv_heads=1, head_dim=2, dtype="float32", block_tokens=4,

@@ -169,3 +169,12 @@ class PagedBatchKVCache(BatchKVCache):
         keys = mx.pad(self.keys[idx : idx + 1, :, padding : self._idx], room)
         values = mx.pad(self.values[idx : idx + 1, :, padding : self._idx], room)
         return PagedKVCache.holding(keys, values, num_tokens)
+
+
+def cache_arrays(cache: Any) -> tuple[mx.array, mx.array]:
+    """``[H, T, D]`` K/V of an extracted single-sequence cache, in temporal order (evaluated)."""
+    keys, values = cache.keys, cache.values
+    if isinstance(cache, KVCache):
+        keys, values = keys[..., : cache.offset, :], values[..., : cache.offset, :]
+    mx.eval(keys, values)
+    return keys[0], values[0]

@@ -16,7 +16,8 @@ import numpy as np
 from pool import AgentBlocks, Block, BlockPool, ModelCacheSpec, PoolExhausted
 
 from .kv_format import KVTokens, concat_tokens
-from .kv_store import CopyStats, KVBlockStore, cache_arrays
+from .batch_cache import cache_arrays
+from .kv_store import CopyStats, KVBlockStore
 
 FloatLayer = tuple[mx.array, mx.array]  # a layer's float K and V, [H, T, D]
 

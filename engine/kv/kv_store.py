@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -28,7 +27,7 @@ from .dequant_paths import KINDS, as_kernel_array, block_rows, dequantize_numpy,
 from .kv_format import KVTokens, decode, encode, host_view, parts_of
 
 LayerCache = KVCache | RotatingKVCache
-__all__ = ["CopyStats", "KVBlockStore", "KVTokens", "LayerCache", "cache_arrays", "host_view"]
+__all__ = ["CopyStats", "KVBlockStore", "KVTokens", "LayerCache", "host_view"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,12 +281,6 @@ class KVBlockStore:
         for host in self._hosts:
             host[target_id] = host[source_id]
 
-    def copy_from(self, other: KVBlockStore, block_id: int) -> None:
-        """Copy one block's stored K/V from another store of the same format (tests, tools)."""
-        assert other.spec == self.spec, (other.spec, self.spec)
-        for mine, theirs in zip(self._hosts, other._hosts):
-            mine[block_id] = theirs[block_id]
-
     def fill_random(self, block_ids: list[int], seed: int = 0) -> None:
         """Random K/V for synthetic benchmarks (EXP-006): no model needed."""
         rng = np.random.default_rng(seed)
@@ -304,11 +297,3 @@ class KVBlockStore:
             else:
                 self._hosts[0][block_id] = data.astype(self._hosts[0].dtype, copy=False)
 
-
-def cache_arrays(cache: Any) -> tuple[mx.array, mx.array]:
-    """``[H, T, D]`` K/V of an extracted single-sequence cache, in temporal order (evaluated)."""
-    keys, values = cache.keys, cache.values
-    if isinstance(cache, KVCache):
-        keys, values = keys[..., : cache.offset, :], values[..., : cache.offset, :]
-    mx.eval(keys, values)
-    return keys[0], values[0]
