@@ -20,6 +20,17 @@ def first_turn(tokenizer) -> str:
         add_generation_prompt=True, tokenize=False)
 
 
+def two_turns(default_model, engine, question: str) -> tuple[int, str, str]:
+    """Agent "a" answers a first turn and one more; returns the tokens to keep (the first turn's
+    context), the turn to ask instead of the second, and mlx-lm's reply to it on that context."""
+    model, tokenizer = default_model
+    first, retry = first_turn(tokenizer), FOLLOW_UP.format(question)
+    _, want = reference_turns(model, tokenizer, [first, retry], MAX_TOKENS)
+    done = run_alone(engine, "a", first, MAX_TOKENS)
+    run_alone(engine, "a", FOLLOW_UP.format("Say hello."), MAX_TOKENS, done.blocks)
+    return done.blocks.total_tokens, retry, want
+
+
 @pytest.fixture
 def engine(default_model):
     """Blocks of 16 tokens: a turn crosses several, and a rollback cuts one."""
@@ -47,12 +58,7 @@ def test_regenerated_turn_matches_mlx_lm_on_the_rolled_back_context(default_mode
 
 
 def test_a_fork_rolled_back_copies_its_shared_block_and_leaves_the_source(default_model, engine):
-    model, tokenizer = default_model
-    first, retry = first_turn(tokenizer), FOLLOW_UP.format("And which is red?")
-    _, want = reference_turns(model, tokenizer, [first, retry], MAX_TOKENS)
-    done = run_alone(engine, "a", first, MAX_TOKENS)
-    kept = done.blocks.total_tokens
-    run_alone(engine, "a", FOLLOW_UP.format("Say hello."), MAX_TOKENS, done.blocks)
+    kept, retry, want = two_turns(default_model, engine, "And which is red?")
     source_ids = list(engine.agent_blocks("a").token_ids)
     forked = engine.fork("a", "b")
     blocks = engine.truncate("b", kept)
@@ -77,12 +83,7 @@ def test_truncate_refuses_a_running_agent_and_a_length_past_the_context(default_
 
 
 def test_a_spilled_context_is_restored_from_disk_then_rolled_back(default_model, engine):
-    model, tokenizer = default_model
-    first, retry = first_turn(tokenizer), FOLLOW_UP.format("Which colour comes first?")
-    _, want = reference_turns(model, tokenizer, [first, retry], MAX_TOKENS)
-    done = run_alone(engine, "a", first, MAX_TOKENS)
-    kept = done.blocks.total_tokens
-    run_alone(engine, "a", FOLLOW_UP.format("Say hello."), MAX_TOKENS, done.blocks)
+    kept, retry, want = two_turns(default_model, engine, "Which colour comes first?")
     assert engine.evict("a") and "a" in engine.spilled_agents()
     blocks = engine.truncate("a", kept)
     assert "a" not in engine.spilled_agents() and blocks.total_tokens == kept  # back from its file, then cut
