@@ -76,10 +76,10 @@ class StepLoop:
 
     # -- admission -----------------------------------------------------------------
 
-    def admit(self, deltas: list[TokenDelta], prefill: list[PrefillProgress] | None = None) -> list[Completion]:
+    def admit(self, deltas: list[TokenDelta], prefill: list[PrefillProgress]) -> list[Completion]:
         """Start waiting requests; a continued turn read in one pass reports its prompt as read
         (``prefill``) and its first token (``deltas``)."""
-        self._deltas, self._prefill = deltas, prefill if prefill is not None else []
+        self._deltas, self._prefill = deltas, prefill
         failed = self.scheduler.admit(self._start)
         return [self._finish(request, "error", error=error) for request, error in failed]
 

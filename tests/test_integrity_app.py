@@ -62,7 +62,7 @@ async def test_a_fault_in_an_engine_step_ends_the_turn_and_the_engine_comes_back
     faults = []
     both_sent = threading.Event()
 
-    def admit_failing_once(self, deltas, prefill=None):
+    def admit_failing_once(self, deltas, prefill):
         if not faults:
             faults.append(True)
             both_sent.wait(WAIT_S)  # the second message must be queued behind the first
