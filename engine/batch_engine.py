@@ -254,8 +254,10 @@ class BlockPoolBatchEngine:
     # -- stepping ------------------------------------------------------------------
 
     def reserved_blocks(self) -> int:
-        """Blocks taken by unfinished turns for tokens not yet written back."""
-        return sum(len(blocks) for r in self._scheduler.unfinished() for blocks in r.reserved.values())
+        """Blocks taken by unfinished turns for tokens not yet written back (a turn that ended at
+        its first token is written back at the start of the next step)."""
+        turns = self._scheduler.unfinished() + self._loop.ending_turns()
+        return sum(len(blocks) for r in turns for blocks in r.reserved.values())
 
     def has_work(self) -> bool:
         return self._scheduler.has_work() or bool(self._outbox) or self._loop.has_ended_turns

@@ -37,7 +37,8 @@ class StepLoop:
         self.preempter = None if runner is None else Preempter(pool, scheduler, contexts, runner, recorder)
         self._deltas: list[TokenDelta] = []  # where admission streams a first token (see admit)
         self._prefill: list[PrefillProgress] = []  # and reports a prompt read in one pass
-        self._ending: list[Callable[[], Completion]] = []  # turns ended by their first token (admit)
+        # Turns ended by their first token (admit): written back at the start of the next step.
+        self._ending: list[tuple[Request, Callable[[], Completion]]] = []
 
     # -- commands ----------------------------------------------------------------
 
@@ -129,7 +130,8 @@ class StepLoop:
         self._deltas.append(delta)
         if hit or reason is not None:  # its token goes out now; its K/V and write-back next step
             finished: FinishReason = "stop" if hit or reason is None else reason
-            self._ending.append(partial(self._end_at_first_token, request, finished, hit, token, caches, context))
+            end = partial(self._end_at_first_token, request, finished, hit, token, caches, context)
+            self._ending.append((request, end))
             return Done()
         request.batch_uid = self.runner.insert([token], max_tokens=request.max_tokens - 1, cache=caches,
                                              context_ids=context, sampler=request.sampler)
@@ -146,11 +148,15 @@ class StepLoop:
         """Turns whose first token ended them last step: that token was streamed at once, their
         K/V and write-back are done now (before this step's commands, which may close the agent)."""
         ending, self._ending = self._ending, []
-        return [end() for end in ending]
+        return [end() for _, end in ending]
 
     @property
     def has_ended_turns(self) -> bool:
         return bool(self._ending)
+
+    def ending_turns(self) -> list[Request]:
+        """Turns that ended at their first token and still hold their reservation."""
+        return [request for request, _ in self._ending]
 
     # -- running ---------------------------------------------------------------------
 

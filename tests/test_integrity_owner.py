@@ -117,3 +117,21 @@ def test_adopting_over_a_resident_context_leaks_no_blocks(default_model, default
         (done,) = [c for c in engine.step() if c.uid == uid]
         assert done.text == reference(model, tokenizer, other + [600, 601, 602], 4)
         assert_accounted(engine, {"a"})
+
+
+def test_a_turn_ended_at_its_first_token_is_accounted_until_written_back(default_model, default_spec):
+    """A continued turn with max_tokens=1 streams its token in one step and writes back in the
+    next: between the two, its blocks are reserved, not leaked (CI found this by the race above)."""
+    model, tokenizer = default_model
+    with BlockPoolBatchEngine(model, tokenizer, BlockPool(default_spec, 100), default_spec) as engine:
+        engine.submit("a", [300 + i for i in range(250)], max_tokens=2)
+        list(engine.step())
+        # Crosses into a second block: the turn reserves a new one for each layer.
+        engine.submit("a", [600 + i for i in range(10)], engine.agent_blocks("a"), max_tokens=1)
+        out = engine.step_once()
+        assert len(out.deltas) == 1 and not out.completions
+        assert engine.reserved_blocks() > 0
+        assert_accounted(engine, {"a"})
+        (done,) = engine.step_once().completions
+        assert done.finish_reason == "length" and engine.reserved_blocks() == 0
+        assert_accounted(engine, {"a"})
