@@ -34,6 +34,7 @@ class EngineConfig:
 
     ``blocks`` sizes the pool in blocks, else ``kv_memory_bytes`` does; ``spill_dir`` (None: a
     temp folder, gone after the run) keeps idle contexts within ``spill_budget_bytes``.
+    ``hot_cache_bytes`` bounds idle agents' materialised caches (0: every turn gathers).
     """
 
     model: str | None = None
@@ -43,6 +44,7 @@ class EngineConfig:
     max_batch_size: int = 8
     spill_dir: Path | None = None
     spill_budget_bytes: int | None = None
+    hot_cache_bytes: int | None = None  # None: as much as the pool holds as floats (cache_limit)
 
     @property
     def model_label(self) -> str:
@@ -75,6 +77,7 @@ def engine_factory(config: EngineConfig, *, loaded_model: tuple[Any, Any] | None
         spec = ModelCacheSpec.from_model(model, kv_bits=config.kv_bits)
         return BlockPoolBatchEngine(model, tokenizer, build_pool(spec, config), spec,
                                     max_batch_size=config.max_batch_size, recorder=recorder,
-                                    spill_dir=config.spill_dir, spill_budget_bytes=config.spill_budget_bytes)
+                                    spill_dir=config.spill_dir, spill_budget_bytes=config.spill_budget_bytes,
+                                    hot_cache_bytes=config.hot_cache_bytes)
 
     return build

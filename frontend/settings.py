@@ -95,6 +95,10 @@ class EngineSettings(BaseSettings):
     kv_bits: Annotated[KvBits, Option(choices=(16, 8, 4))] = Field(
         16, description="K/V at rest in blocks: 16 = the model's floats (default), 8 or 4 = quantized "
                         "(more contexts in the same memory)")
+    hot_cache: Annotated[int | None, Size, Option(metavar="SIZE")] = Field(
+        None, ge=0, description="memory for idle agents' contexts kept ready as mlx-lm caches, so a "
+                                "warm turn copies nothing, e.g. 256MiB; 0 = gather every turn from "
+                                "blocks (default: the pool's size as floats, at most 1/4 of RAM)")
 
     @model_validator(mode="after")
     def _one_pool_size(self) -> EngineSettings:
@@ -115,7 +119,7 @@ class EngineSettings(BaseSettings):
     def engine_config(self, **overrides: Any) -> EngineConfig:
         """The engine these settings describe (``overrides``: what only the front end knows)."""
         return EngineConfig(model=self.model, blocks=self.blocks, kv_memory_bytes=self.kv_memory_bytes,
-                            kv_bits=self.kv_bits, **overrides)
+                            kv_bits=self.kv_bits, hot_cache_bytes=self.hot_cache, **overrides)
 
     @classmethod
     def settings_customise_sources(

@@ -123,3 +123,20 @@ def test_commands_come_from_any_thread(owner) -> None:
         sender.join()
     ended = {owner.events.next(RequestEnded).request_id for _ in ids}
     assert ended == set(ids) and len(set(ids)) == 3
+
+
+@pytest.mark.parametrize(("given", "hot"), [({}, True), ({"hot_cache": "0"}, False)])
+def test_the_hot_cache_setting_reaches_the_engine(default_model, given, hot):
+    """``--hot-cache 0`` (or BLOCKPOOL_HOT_CACHE=0) makes every warm turn gather from blocks."""
+    from frontend.settings import settings_from_args
+    from tui.settings import TuiSettings
+
+    settings = settings_from_args(TuiSettings, {"blocks": 200, **given})
+    recorder = Recorder()
+    engine = engine_factory(settings.engine_config(), loaded_model=default_model)(lambda *_: None, recorder)
+    with engine:
+        first = engine.submit("a", "Hello there", max_tokens=3)
+        (done,) = [c for c in engine.step() if c.uid == first]
+        engine.submit("a", [600, 601], done.blocks, max_tokens=3)
+        list(engine.step())
+    assert [e.hot for e in recorder.events("gather")] == [hot]
