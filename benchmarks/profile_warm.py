@@ -11,6 +11,8 @@ phase timed by wrapping the function that does it (wall time; phases nest inside
   decode      GenerationBatch.next: a decode step of the batch
   feed        ModelRunner.feed: a turn ended by its first token puts that token's K/V in
   write-back  Contexts.write_back: the turn's tokens into blocks, the hot set kept
+  encode      KVBlockStore.encode (in write-back): the new tokens' K/V to the block format
+  write layers BlockWriter.write_layers (in write-back): their bytes into the slab
   ttft        submit to the step output that streams the first token (what a caller sees)
   total       submit to the turn's completion (its last token's K/V and write-back included)
 and mlx-lm's own ``stream_generate`` on a prompt cache in the same run. Writes
@@ -35,6 +37,8 @@ from bench_warm import TURN, history_ids, mlx_turn, settle
 from common import base_parser, load, print_table, save
 from engine import BlockPoolBatchEngine
 from engine.contexts import Contexts
+from engine.kv.block_writer import BlockWriter
+from engine.kv.kv_store import KVBlockStore
 from engine.runner import ModelRunner
 from lab.report import fmt
 from pool import BlockPool, ModelCacheSpec
@@ -50,6 +54,8 @@ PHASES: dict[str, tuple[Any, str]] = {
     "decode": (GENERATE.GenerationBatch, "next"),
     "feed": (ModelRunner, "feed"),
     "write-back": (Contexts, "write_back"),
+    "encode": (KVBlockStore, "encode"),
+    "write layers": (BlockWriter, "write_layers"),
 }
 
 

@@ -75,3 +75,17 @@ def test_reservation_counts_the_copy_of_a_shared_partial_block():
     pool.fork(source, "fork")
     # Global: the shared partial block needs a private copy; sliding: both blocks are shared.
     assert writer.blocks_needed(source, {}, 7) == {0: 1, 1: 2}
+
+
+def test_a_caches_arrays_are_views_of_its_buffers_not_copies() -> None:
+    """The write-back reads a turn's new tokens straight from the cache's buffer: a copy of the
+    whole context per layer (MLX's integer indexing is a gather) cost it 60-300 ms a turn."""
+    from engine.kv.batch_cache import PagedKVCache
+    from engine.kv.kv_format import host_view
+
+    buffer_k, buffer_v = mx.zeros((1, 2, 64, 4)), mx.ones((1, 2, 64, 4))
+    cache = PagedKVCache.holding(buffer_k, buffer_v, 40)
+    keys, values = cache_arrays(cache)
+    assert keys.shape == (2, 40, 4) and values.shape == (2, 40, 4)
+    assert np.shares_memory(host_view(keys), host_view(buffer_k))
+    assert np.shares_memory(host_view(values[:, 30:]), host_view(buffer_v))

@@ -177,4 +177,5 @@ def cache_arrays(cache: Any) -> tuple[mx.array, mx.array]:
     if isinstance(cache, KVCache):
         keys, values = keys[..., : cache.offset, :], values[..., : cache.offset, :]
     mx.eval(keys, values)
-    return keys[0], values[0]
+    # squeeze, not [0]: integer indexing is a gather in MLX, a copy of the whole context.
+    return keys.squeeze(0), values.squeeze(0)
