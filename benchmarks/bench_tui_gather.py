@@ -35,7 +35,7 @@ from telemetry.events import Gather, RequestFinished, RequestSubmitted
 
 STORY = "Write a long story about a dragon who learns to write computer programs."
 F6, SHIFT_F6, F7, ENTER, CTRL_Q = b"\x1b[17~", b"\x1b[17;2~", b"\x1b[18~", b"\r", b"\x11"
-TAB, CTRL_E, BACKSPACE = b"\t", b"\x05", b"\x7f"
+TAB, END, BACKSPACE = b"\t", b"\x1b[F", b"\x7f"
 SHORT_REPLY_TOKENS = 3
 GOAL = "p95 <= 2x memcpy p95 + 1 ms"
 
@@ -88,7 +88,7 @@ class App:
         self.term.write(F7)
         self.term.wait_for(b"Max tokens per reply", timeout_s=30)
         time.sleep(0.5)
-        for key in (TAB, TAB, TAB, CTRL_E, BACKSPACE * 8, str(max_tokens).encode()):
+        for key in (TAB, TAB, TAB, END, BACKSPACE * 8, str(max_tokens).encode()):
             self.term.write(key)
             time.sleep(0.2)
         self.term.write(ENTER)

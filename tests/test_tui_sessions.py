@@ -101,6 +101,33 @@ async def test_export_writes_the_shown_agents_markdown(tmp_path, monkeypatch):
     assert "## Assistant\n\none two three four" in text
 
 
+async def test_a_dialog_takes_the_chat_keys_while_it_is_open(tmp_path, monkeypatch):
+    """ctrl+e in a settings field moves to the line's end; it exported into the working
+    directory (the app's priority binding fired under the dialog)."""
+    from textual.widgets import Input
+
+    from tui.screens.agent_settings import AgentSettingsScreen
+
+    monkeypatch.chdir(tmp_path)
+    app = scripted_app(tmp_path / "sessions.db")
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, AgentSettingsScreen))
+        field = app.screen.focused
+        assert isinstance(field, Input)
+        field.cursor_position = 0
+        await pilot.press("ctrl+e", "ctrl+f", "ctrl+n")
+        await pilot.pause()
+        assert isinstance(app.screen, AgentSettingsScreen)
+        assert field.cursor_position == len(field.value)
+        assert len(app.roster) == 2 and not (tmp_path / "agent 1.md").exists()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, AgentSettingsScreen))
+        await pilot.press("ctrl+e")
+        await wait_for(pilot, lambda: (tmp_path / "agent 1.md").exists())
+
+
 async def test_blockpool_export_prints_or_writes_markdown(tmp_path, capsys):
     await first_session(tmp_path / "sessions.db")
     capsys.readouterr()

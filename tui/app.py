@@ -19,7 +19,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, TabbedContent
 
 from engine import fastblas
@@ -44,6 +44,10 @@ from tui.session_log import SessionLog
 from tui.settings import TuiSettings
 from tui.units import pool_description
 from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
+
+
+# The app's own keys but help: none of them means anything while a dialog is open.
+CHAT_ACTIONS = frozenset(b.action.split("(")[0] for b in KEY_BINDINGS if b.action != "help")  # type: ignore[union-attr]
 
 
 class BlockpoolApp(App[None]):
@@ -175,6 +179,13 @@ class BlockpoolApp(App[None]):
     def key_rows(self) -> list[KeyRow]:
         """(keys, description, binding id) of every key, after the keymap."""
         return key_rows(self.BINDINGS, self.settings.keymap)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The chat's keys wait while a dialog is open: its fields take them (ctrl+e is "end of
+        line" there, not an export into the working directory)."""
+        if isinstance(self.screen, ModalScreen) and action in CHAT_ACTIONS:
+            return False
+        return True
 
     # -- the engine's events, each handled once ----------------------------------------------
 
