@@ -38,11 +38,16 @@ def guidellm(venv: Path) -> Path:
 def run_guidellm(exe: Path, url: str, model: str, tokenizer: str, streams: int, args: Any) -> dict[str, Any]:
     """One concurrent run; the figures that matter from guidellm's JSON report."""
     out = Path(tempfile.mkdtemp(prefix="guidellm-"))
-    command = [str(exe), "run", "--backend", f"kind=openai_http,target={url},model={model}",
+    data = f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.output_tokens}"
+    backend = f"kind=openai_http,target={url},model={model}"
+    if args.turns > 1:  # conversations: each turn resends the history, through the chat API
+        data += f",turns={args.turns},prefix_tokens={args.prefix_tokens},prefix_count={args.prefix_count}"
+        backend += ",request_format=/v1/chat/completions"
+    command = [str(exe), "run", "--backend", backend,
                "--profile", f"kind=concurrent,streams={streams}",
                "--constraint", f"kind=max_requests,count={args.max_requests}",
                "--tokenizer", f"kind=huggingface_auto,model={tokenizer}",
-               "--data", f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.output_tokens}",
+               "--data", data,
                "--output", "kind=json", "--disable-console-interactive"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     subprocess.run(command, cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -61,6 +66,9 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=16)
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--turns", type=int, default=1, help="guidellm's multi-turn mode: turns per conversation")
+    parser.add_argument("--prefix-tokens", type=int, default=256, help="multi-turn: a shared prefix of this many tokens")
+    parser.add_argument("--prefix-count", type=int, default=2, help="multi-turn: how many distinct prefixes")
     parser.add_argument("--guidellm-venv", type=Path, default=DEFAULT_VENV)
     args = parser.parse_args()
     exe = guidellm(args.guidellm_venv)
@@ -88,8 +96,9 @@ def main() -> int:
             results[name] = [run_guidellm(exe, url, served[name], model_dir, n, args) for n in streams]
     rows = [(name, r["streams"], r["errored"], f"{r['ttft_p50_ms']:.0f}", f"{r['output_tok_s']:.1f}")
             for name, runs in results.items() for r in runs]
-    print_table("guidellm concurrent", ("server", "streams", "errors", "TTFT p50 ms", "output tok/s"), rows)
-    save("guidellm", args.out, params={**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    print_table(f"guidellm concurrent ({args.prompt_tokens} prompt / {args.output_tokens} output tokens"
+                f"{f', {args.turns} turns' if args.turns > 1 else ''}; load {loads})", ("server", "streams", "errors", "TTFT p50 ms", "output tok/s"), rows)
+    save("guidellm" if args.turns == 1 else "guidellm_multiturn", args.out, params={**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                                      "load": loads},
          headline={"metric": "errors (both servers)", "value": sum(r["errored"] or 0 for v in results.values()
                                                                   for r in v)},

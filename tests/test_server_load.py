@@ -4,6 +4,7 @@ leak no blocks, and schema-driven requests find no server error (the session's `
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -82,6 +83,9 @@ def _settled(pool: dict) -> dict | None:
 # -- schema fuzzing ---------------------------------------------------------------------
 
 FUZZ_TOKENS = 3  # generated bodies may ask for thousands of tokens; a CPU run must stay short
+# Examples per operation: 12 keep the suite short; a deeper run sets hundreds
+# (BLOCKPOOL_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest tests/test_server_load.py -k fuzzing).
+FUZZ_EXAMPLES = int(os.environ.get("BLOCKPOOL_FUZZ_EXAMPLES", "12"))
 
 
 @pytest.fixture
@@ -98,7 +102,7 @@ fuzzed = schemathesis.pytest.from_fixture("api_schema").exclude(path="/v1/events
 
 
 @fuzzed.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_schema_fuzzing_finds_no_server_errors(case) -> None:
     if isinstance(case.body, dict):
         if isinstance(case.body.get("model"), str):
