@@ -84,6 +84,10 @@ class PoolSnapshot:
             grouped[info.layer_id].append(info)
         return grouped
 
+    def own_usage(self) -> dict[str, int]:
+        """Blocks each agent holds alone; with ``num_shared_blocks`` they add up to ``used_blocks``."""
+        return dict(Counter(info.agent_id for info in self.blocks if not info.is_shared and info.agent_id))
+
     def agent_usage(self) -> dict[str, int]:
         """Blocks each agent holds (a shared block counts for every holder)."""
         return dict(Counter(h for info in self.blocks for h in info.holder_ids or ()))

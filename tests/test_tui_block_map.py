@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 
 import pytest
@@ -12,7 +14,7 @@ from textual.widgets import Static
 from pool import BlockInfo, BlockPool, ModelCacheSpec, PoolSnapshot
 from tests.pool_builders import PROMPT, global_spec, write_context
 from tui.widgets import BlockMap, BlockMapPanel
-from tui.widgets.block_map import CACHED, FREE, LABEL_WIDTH, SHARED, USED, layer_rows, owner_cells, row_slots
+from tui.widgets.block_map import CACHED, FREE, LABEL_WIDTH, SHARED, USED, apportion, layer_rows, row_slots
 
 pytestmark = pytest.mark.anyio
 RED, GREEN = "#ff0000", "#00ff00"
@@ -88,10 +90,18 @@ async def test_a_wide_pool_is_summarised_to_the_widget_width():
         assert [c for c, _ in row[3:]] == [FREE] * 7
 
 
-def test_every_owner_keeps_a_cell_when_summarised():
-    assert owner_cells(["a", "b"], blocks_per_cell=2, width=23) == {"a": 1, "b": 1}
-    assert owner_cells(["a"] * 9 + ["b"], blocks_per_cell=3, width=3) == {"a": 2, "b": 1}
-    assert owner_cells(["a"] * 4 + ["b"] * 2, blocks_per_cell=1, width=8) == {"a": 4, "b": 2}
+def test_summarised_cells_are_proportional_and_fill_the_row():
+    """The README's screenshot drew 2 of 23 cells (9%) for 4% use: every owner got a cell and
+    cached blocks rounded up. Now each share is within one cell of exact and the row adds up."""
+    cells = apportion({"a": 1, "b": 1, "free": 44}, 23)
+    assert cells == {"a": 1, "b": 0, "free": 22} and sum(cells.values()) == 23
+    assert apportion({"a": 9, "b": 1, "free": 0}, 3) == {"a": 3, "b": 0, "free": 0}
+    assert apportion({"a": 4, "b": 2, "free": 2}, 8) == {"a": 4, "b": 2, "free": 2}
+    counts = {"a": 37, "b": 5, "c": 1, "cached": 12, "free": 945}
+    for width in range(1, 120):
+        cells = apportion(counts, width)
+        assert sum(cells.values()) == width
+        assert all(abs(cells[k] - n * width / 1000) < 1 for k, n in counts.items())
 
 
 # -- shared and cached blocks, from a real pool's snapshot ---------------------------
@@ -128,11 +138,14 @@ async def test_shared_and_cached_blocks_have_their_own_marks_counts_and_holders(
         grid = app.query_one(BlockMap)
         assert grid.blocks_per_cell == 1
         row = cells(grid, 0)[:12]
-        assert row == [(SHARED, RED)] * 3 + [(CACHED, "grey62")] * 2 + [(FREE, "grey35")] * 7
+        # Shared blocks in their own style, not a's colour (the legend counts them once, not for a).
+        assert row == [(SHARED, "bright_white")] * 3 + [(CACHED, "grey62")] * 2 + [(FREE, "grey35")] * 7
         legend = app.query_one(".legend", Static).content.plain
-        assert "A 3" in legend and "B 3" in legend  # a shared block counts for each holder
+        assert "A 0" in legend and "B 0" in legend  # each holds no block alone
         assert f"{SHARED} shared 3 (2 holders)" in legend
         assert f"{CACHED} cached 2" in legend and f"{FREE} free 7" in legend
+        # The legend adds up to the pool: own + shared + cached + free.
+        assert sum(int(n) for n in re.findall(r" (\d+)\b(?! holders)", legend.split("\nG ")[0])) == snap.total_blocks
         assert grid.tooltip == (f"{SHARED} 3 blocks held by 2: A, B\n{CACHED} 2 cached free blocks: no holder, "
                                 "kept for the next prompt that starts the same way")
 

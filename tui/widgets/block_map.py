@@ -3,11 +3,11 @@
 Drawn with the line API (``ScrollView.render_line``): rows are built once per pool
 snapshot and width, then cached, so scrolling and redraws cost nothing per cell.
 A row holds the layer's used blocks grouped by agent (in token order; a block several
-agents hold is drawn once, in its first holder's colour, as ``SHARED``), then the
-layer's cached free blocks (``CACHED``: no holder, kept for prefix hits), then a dim
+agents hold is drawn once, as ``SHARED`` in its own style, after the agents' own), then
+the layer's cached free blocks (``CACHED``: no holder, kept for prefix hits), then a dim
 free remainder up to the layer's share of the pool. When a row is wider than the
-widget, each cell stands for several blocks (``blocks_per_cell``), and every agent
-holding blocks in the layer keeps at least one cell.
+widget, each cell stands for several blocks (``blocks_per_cell``) and cells are
+apportioned in proportion (``apportion``): the map never draws more use than there is.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 LABEL_WIDTH = 6  # "12 G " plus a space
 FREE_STYLE = Style(color="grey35")
 CACHED_STYLE = Style(color="grey62")
+SHARED_STYLE = Style(color="bright_white", bold=True)  # no agent's colour: the legend counts it once
+# Row keys besides agent ids (which are never empty strings: these cannot collide).
+SHARED_KEY, CACHED_KEY, FREE_KEY = "", "\0cached", "\0free"
 GLOBAL_LABEL = Style(color="grey70", bold=True)
 SLIDING_LABEL = Style(color="#39c5cf", italic=True)
 USED, SHARED, CACHED, FREE = "█", "▓", "░", "·"
@@ -127,24 +130,33 @@ class BlockMap(ScrollView, can_focus=True):
         label = f"{row.layer_id:>2} {'s' if row.sliding else 'G'}".ljust(LABEL_WIDTH)
         segments = [Segment(label, SLIDING_LABEL if row.sliding else GLOBAL_LABEL)]
         width = -(-self._slots // self.blocks_per_cell)
-        cells = owner_cells(row.cell_keys, self.blocks_per_cell, width)
-        for (owner, shared), count in cells.items():
-            glyph = SHARED if shared else USED
-            segments.append(Segment(glyph * count, Style(color=self._colours.get(owner, "white"))))
-        num_used = sum(cells.values())
-        num_cached = min(-(-row.num_cached // self.blocks_per_cell), width - num_used)
-        segments.append(Segment(CACHED * num_cached, CACHED_STYLE))
-        segments.append(Segment(FREE * (width - num_used - num_cached), FREE_STYLE))
+        counts: dict[str, int] = dict(Counter(owner for owner, shared in row.cell_keys if not shared))
+        counts[SHARED_KEY] = sum(shared for _, shared in row.cell_keys)
+        counts[CACHED_KEY] = row.num_cached
+        counts[FREE_KEY] = self._slots - len(row.owners) - row.num_cached
+        cells = apportion(counts, width)
+        for key, count in cells.items():
+            if key == SHARED_KEY:
+                segments.append(Segment(SHARED * count, SHARED_STYLE))
+            elif key == CACHED_KEY:
+                segments.append(Segment(CACHED * count, CACHED_STYLE))
+            elif key == FREE_KEY:
+                segments.append(Segment(FREE * count, FREE_STYLE))
+            else:
+                segments.append(Segment(USED * count, Style(color=self._colours.get(key, "white"))))
         return Strip(segments)
 
 
-def owner_cells(owners: Sequence[K], blocks_per_cell: int, width: int) -> dict[K, int]:
-    """Cells per owner, in row order: blocks / blocks_per_cell, rounded, but at least one,
-    so that an agent holding a single block still shows when the row is summarised."""
-    counts: dict[K, int] = {}
-    for owner in owners:
-        counts[owner] = counts.get(owner, 0) + 1
-    cells = {owner: max(1, round(n / blocks_per_cell)) for owner, n in counts.items()}
-    while sum(cells.values()) > width:  # rounding small owners up can overflow the row
-        cells[max(cells, key=cells.__getitem__)] -= 1
-    return cells
+def apportion(counts: Mapping[K, int], cells: int) -> dict[K, int]:
+    """Cells per key, in order, proportional to ``counts`` (largest remainder, Hamilton's
+    method): they add up to ``cells`` and each is within one cell of its exact share. A key
+    with a few blocks may get no cell; the legend still counts it."""
+    total = sum(counts.values())
+    if total <= 0:
+        return {key: 0 for key in counts}
+    exact = {key: n * cells / total for key, n in counts.items()}
+    out = {key: int(share) for key, share in exact.items()}
+    order = sorted(exact, key=lambda key: out[key] - exact[key])  # largest remainder first; stable
+    for key in order[: cells - sum(out.values())]:
+        out[key] += 1
+    return out

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from tui.units import readable_bytes
-from tui.widgets.block_map import CACHED, CACHED_STYLE, FREE, FREE_STYLE, SHARED, USED, BlockMap
+from tui.widgets.block_map import CACHED, CACHED_STYLE, FREE, FREE_STYLE, SHARED, SHARED_STYLE, USED, BlockMap
 
 if TYPE_CHECKING:
     from pool import PoolSnapshot
@@ -94,7 +94,7 @@ def _summary(snapshot: PoolSnapshot, blocks_per_cell: int) -> Text:
 
 
 def _legend(snapshot: PoolSnapshot, names: Mapping[str, str], colours: Mapping[str, str]) -> Text:
-    usage = snapshot.agent_usage()
+    usage = snapshot.own_usage()  # shared blocks once, below: the legend adds up to the pool
     text = Text()
     for agent_id, colour in colours.items():
         text.append(USED, style=colour)
@@ -102,7 +102,7 @@ def _legend(snapshot: PoolSnapshot, names: Mapping[str, str], colours: Mapping[s
     for agent_id in sorted(set(usage) - set(colours)):  # closed agents whose blocks are not freed yet
         text.append(f"{USED} {agent_id} {usage[agent_id]}  ", style="white")
     if num_shared := snapshot.num_shared_blocks():
-        text.append(f"\n{SHARED} shared {num_shared:,} ({_holders(snapshot)})  ", style="bold")
+        text.append(f"\n{SHARED} shared {num_shared:,} ({_holders(snapshot)})  ", style=SHARED_STYLE)
     elif snapshot.cached_blocks:
         text.append("\n")
     if num_cached := snapshot.num_cached_blocks():
