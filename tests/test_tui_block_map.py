@@ -171,3 +171,17 @@ async def test_the_title_names_the_block_format_and_size_when_the_pool_tells_the
         async with app.run_test(size=(60, 20)) as pilot:
             await pilot.pause()
             assert app.query_one(BlockMapPanel).border_title == title
+
+
+def test_up_to_32_open_agents_never_share_a_colour():
+    """Eight colours for up to 32 agents made agents 1 and 9 look the same in the map."""
+    from tui.agents import Roster
+
+    roster = Roster()
+    agents = [roster.open("") for _ in range(32)]
+    assert len({a.colour for a in agents}) == 32
+    for agent in agents[:5]:
+        roster.close(agent.agent_id)
+    for _ in range(5):  # serials 33-37 would repeat agents 1-5's colours while 6-32 stay open
+        agents.append(roster.open(""))
+    assert len({a.colour for a in roster}) == 32

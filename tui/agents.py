@@ -5,6 +5,8 @@ Lives on the UI thread only; the engine thread learns about agents from commands
 
 from __future__ import annotations
 
+import colorsys
+
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +19,22 @@ from tui.chat import Conversation, TurnPlan
 AgentStatus = Literal["idle", "queued", "prefilling", "generating", "error"]
 
 # Distinct on dark and light themes; agents past the eighth reuse them.
-PALETTE = ("#e5534b", "#57ab5a", "#539bf5", "#daaa3f", "#b083f0", "#39c5cf", "#f69d50", "#fc8dc7")
+BASE_PALETTE = ("#e5534b", "#57ab5a", "#539bf5", "#daaa3f", "#b083f0", "#39c5cf", "#f69d50", "#fc8dc7")
+
+
+def _more_colours(count: int) -> tuple[str, ...]:
+    """Hues between the base ones, alternately light and deep: agents 9-32 look apart too."""
+    out = []
+    for i in range(count):
+        hue = ((i * 0.381966) + 0.04) % 1.0  # golden-ratio steps spread hues evenly
+        light = (0.78, 0.42, 0.62)[i % 3]
+        r, g, b = colorsys.hls_to_rgb(hue, light, 0.75)
+        out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
+    return tuple(out)
+
+
+# 32 colours, one per agent up to the 32 agents a pool serves comfortably; then they repeat.
+PALETTE = BASE_PALETTE + _more_colours(24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +100,16 @@ class Roster:
         agent_id = f"agent-{serial}" if record_id is None else f"agent-{record_id}"
         if agent_id in self._agents:  # an unsaved agent's serial met a saved one's row id
             agent_id = f"agent-{serial}-unsaved"
-        agent = Agent(agent_id, name, PALETTE[(serial - 1) % len(PALETTE)], Conversation(system=system))
+        agent = Agent(agent_id, name, self._free_colour(serial), Conversation(system=system))
         self._agents[agent.agent_id] = agent
         return agent
+
+    def _free_colour(self, serial: int) -> str:
+        """The serial's colour, or the next one no open agent has (closing and opening agents
+        must not give two open ones the same look)."""
+        start = (serial - 1) % len(PALETTE)
+        taken = {a.colour for a in self._agents.values()}
+        return next((c for c in PALETTE[start:] + PALETTE[:start] if c not in taken), PALETTE[start])
 
     def close(self, agent_id: str) -> Agent | None:
         return self._agents.pop(agent_id, None)
