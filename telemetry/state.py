@@ -74,9 +74,10 @@ def _replace(stats: SharingStats, **changes: int) -> SharingStats:
 class TelemetryState:
     """An immutable picture of recent telemetry, cheap to hand to the UI thread."""
 
-    gather: LatencyStats = EMPTY_STATS
+    gather: LatencyStats = EMPTY_STATS  # over the window (gather_ms), not every gather
     gather_ms: tuple[float, ...] = ()
     last_gather: Gather | None = None
+    gathers_total: int = 0  # every gather since start (or reset), beyond the window
     scatter: LatencyStats = EMPTY_STATS
     scatter_ms: tuple[float, ...] = ()
     last_scatter: Scatter | None = None
@@ -92,6 +93,7 @@ class TelemetryState:
     evictions: int = 0
     preemptions: int = 0
     restores: int = 0
+    restores_from_disk: int = 0  # the rest of ``restores`` re-read their tokens (a spill file was unusable)
     last_pool: PoolSnapshotEvent | None = None
     event_count: int = 0
     sharing: SharingStats = SharingStats()
@@ -119,6 +121,8 @@ class RawState:
     restores: int
     event_count: int
     sharing: SharingStats = SharingStats()
+    gathers_total: int = 0
+    restores_from_disk: int = 0
 
 
 class StateAggregator:
@@ -154,6 +158,8 @@ class StateAggregator:
         self.evictions = 0
         self.preemptions = 0
         self.restores = 0
+        self.restores_from_disk = 0
+        self.gathers_total = 0
         self.event_count = 0
         self.sharing = SharingStats()
 
@@ -163,6 +169,7 @@ class StateAggregator:
             case Gather():
                 self.gather_ms.append(event.ms)
                 self.last_gather = event
+                self.gathers_total += 1
             case Scatter():
                 self.scatter_ms.append(event.ms)
                 self.last_scatter = event
@@ -178,6 +185,7 @@ class StateAggregator:
                 self.preemptions += 1
             case Restore():
                 self.restores += 1
+                self.restores_from_disk += event.source == "disk"
             case PoolSnapshotEvent():
                 self.last_pool = event
             case PrefixLookup() | CopyOnWrite() | Fork():
@@ -239,6 +247,8 @@ class StateAggregator:
             restores=self.restores,
             event_count=self.event_count,
             sharing=self.sharing,
+            gathers_total=self.gathers_total,
+            restores_from_disk=self.restores_from_disk,
         )
 
 
@@ -262,6 +272,8 @@ def build_state(raw: RawState) -> TelemetryState:
         evictions=raw.evictions,
         preemptions=raw.preemptions,
         restores=raw.restores,
+        restores_from_disk=raw.restores_from_disk,
+        gathers_total=raw.gathers_total,
         last_pool=raw.last_pool,
         event_count=raw.event_count,
         sharing=raw.sharing,

@@ -15,7 +15,11 @@ from textual.keys import _character_to_key
 from textual.widgets import Markdown
 from textual.widgets._markdown import MarkdownBulletList, MarkdownFence, MarkdownParagraph, MarkdownTable
 
+from telemetry import Recorder
+from telemetry.events import Gather, Restore
 from tests.helpers import wait_for
+from tui.widgets.engine_panel import _evictions
+from tui.widgets.latency_panel import LatencyPanel
 from tui.widgets import ChatInput, ChatMessage, ChatPane, GatherSparkline
 from tui.widgets.chat_pane import EarlierMessages
 from tui.widgets.gather_sparkline import bar_levels, colour_of
@@ -152,3 +156,36 @@ async def test_a_burst_of_characters_and_editing_keys_lands_in_order():
         await wait_for(pilot, lambda: composer.text == "abd\nx?!e", 10)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.submitted == ["abd\nx?!e"] and composer.text == "", 10)
+
+
+async def test_the_gather_panel_names_each_figures_window():
+    """now/avg/peak cover the bars on screen, the percentiles the recorder's window, the count every gather."""
+    recorder = Recorder(window=16)
+    for i in range(50):
+        recorder.publish(Gather(agent_id="a", num_blocks=3, num_bytes=3 * 90_000, ms=1.0 + i % 3, num_tokens=256))
+    panel = LatencyPanel()
+    panel.styles.width = 40
+    async with Host(panel).run_test(size=(60, 12)) as pilot:
+        panel.show(recorder.state())
+        await pilot.pause()
+        stats = str(panel.query_one(".stats").render())
+        assert "· last 16 of 50" in stats  # the percentiles' window and the total, once they differ
+        bars = panel.query_one(GatherSparkline).bars_shown()
+        assert panel.border_subtitle == f"bars: last {min(16, bars)}"
+
+
+def test_the_engine_panel_tells_disk_restores_from_re_reads():
+    assert _evictions(0, 0, 0) == "0 (0 back)"
+    assert _evictions(3, 2, 2) == "3 (2 from disk)"
+    assert _evictions(3, 3, 1) == "3 (1 from disk, 2 re-read)"  # a spill file that was unusable: its tokens re-read
+
+
+def test_telemetry_counts_restores_by_source_and_every_gather():
+    recorder = Recorder(window=4)
+    for source in ("disk", "prefill", "disk"):
+        recorder.publish(Restore(agent_id="a", num_blocks=1, num_bytes=1, ms=1.0, num_tokens=1, source=source))
+    for _ in range(6):
+        recorder.publish(Gather(agent_id="a", num_blocks=1, num_bytes=1, ms=1.0, num_tokens=1))
+    state = recorder.state()
+    assert (state.restores, state.restores_from_disk) == (3, 2)
+    assert (state.gather.count, state.gathers_total) == (4, 6)

@@ -44,9 +44,17 @@ def _rows(stats: EngineStats) -> Rows:
         ("pool free", f"{pool.free_blocks() - pool.num_cached_blocks():,} blocks"),
         ("queued", str(stats.num_queued)),
         ("finished", f"{state.requests_finished} ({state.requests_failed} failed)"),
-        ("evictions", f"{state.evictions} ({state.restores} restored)"),
+        ("evictions", _evictions(state.evictions, state.restores, state.restores_from_disk)),
         *_sharing_rows(stats),
     )
+
+
+def _evictions(evictions: int, restores: int, from_disk: int) -> str:
+    """Spills, and how many came back: from their spill file, or by reading their tokens again (a slower path)."""
+    if not restores:
+        return f"{evictions} (0 back)"
+    reread = restores - from_disk
+    return f"{evictions} ({from_disk} from disk{f', {reread} re-read' if reread else ''})"
 
 
 def _now_or_last(value: str, stats: EngineStats, detail: str = "") -> str:

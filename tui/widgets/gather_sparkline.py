@@ -50,9 +50,13 @@ class GatherSparkline(Widget):
             self.samples = samples
             self.refresh()
 
+    def bars_shown(self) -> int:
+        """How many samples fit on screen: the window now / avg / peak cover."""
+        return max(self.size.width - LABEL_WIDTH, 1)
+
     def render(self) -> Text:
         height = max(self.size.height, 1)
-        width = max(self.size.width - LABEL_WIDTH, 1)
+        width = self.bars_shown()
         shown = self.samples[-width:]
         levels = bar_levels(shown, height)
         labels = self._labels(shown)

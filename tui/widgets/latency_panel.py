@@ -1,4 +1,8 @@
-"""Gather latency: a sparkline of recent gathers (with now / average / peak), percentiles, the last gather's size."""
+"""Gather latency: a sparkline of recent gathers (with now / average / peak), percentiles, the last gather's size.
+
+Each figure names its window: now / avg / peak cover the bars on screen, the percentiles
+the recorder's window (its last N gathers), and the count every gather since start.
+"""
 
 from __future__ import annotations
 
@@ -27,12 +31,21 @@ class LatencyPanel(Vertical):
 
     def show(self, state: TelemetryState) -> None:
         """Redraw only after a new gather (called a few times a second)."""
-        shown = (state.gather.count, state.last_gather)
+        shown = (state.gathers_total, state.last_gather)
         if shown == self._shown:
             return
         self._shown = shown
         self.query_one(GatherSparkline).show(state.gather_ms)
         self.query_one(".stats", Static).update(_stats_text(state), layout=False)  # always three lines
+        self.call_after_refresh(self._label_bars)  # after layout: the sparkline's width says how many bars fit
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._label_bars)
+
+    def _label_bars(self) -> None:
+        spark = self.query_one(GatherSparkline)
+        bars = min(len(spark.samples), spark.bars_shown())
+        self.border_subtitle = f"bars: last {bars}" if bars else ""
 
 
     def show_note(self, text: Text) -> None:
@@ -57,7 +70,11 @@ def _stats_text(state: TelemetryState) -> Text:
     text.append("ms", style="dim")
     text.append("\nmax ", style="dim")
     text.append(_ms(stats.max))
-    text.append(f" ms · {stats.count} gather{'' if stats.count == 1 else 's'}", style="dim")
+    total = state.gathers_total
+    if stats.count < total:  # the percentiles' window no longer holds every gather: both counts, named
+        text.append(f" ms · last {stats.count:,} of {total:,}", style="dim")
+    else:
+        text.append(f" ms · {total:,} gather{'' if total == 1 else 's'}", style="dim")
     last = state.last_gather
     text.append("\nlast ", style="dim")
     if last is None:
