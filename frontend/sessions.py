@@ -106,6 +106,17 @@ class AgentRecord:
 
 
 @dataclass(frozen=True)
+class AgentSummary:
+    """An agent as the session browser lists it: where it lived, how long it is, how it began."""
+
+    record: AgentRecord
+    model: str  # its session's model: a context (token ids) belongs to one model
+    updated_at: float  # its session's last change
+    num_messages: int
+    first_message: str  # the user's first message ('' for none)
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     id: int
     created_at: float
@@ -222,6 +233,74 @@ class SessionStore:
             (session_id, include_closed),
         )
         return [AgentRecord(r[0], r[1], r[2], r[3], bool(r[4]), _tokens(r[5]), json.loads(r[6])) for r in rows]
+
+    def browse_agents(self, session_id: int, text: str = "", *, limit: int = 200) -> list[AgentSummary]:
+        """Agents that can be reopened into session ``session_id``: its closed ones and every agent
+        of the other sessions, each with at least one message, newest first; with ``text``, only those whose name or any message
+        holds it (case-insensitive)."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._db.execute(
+            "SELECT a.id, a.session_id, a.name, a.system_prompt, a.closed, a.context_tokens, a.options, "
+            "s.model, s.updated_at, "
+            "(SELECT COUNT(*) FROM messages m WHERE m.agent_id=a.id), "
+            "(SELECT content FROM messages m WHERE m.agent_id=a.id AND m.role='user' ORDER BY m.id LIMIT 1) "
+            "FROM agents a JOIN sessions s ON s.id=a.session_id "
+            "WHERE (a.session_id<>? OR a.closed=1) AND EXISTS (SELECT 1 FROM messages m WHERE m.agent_id=a.id) "
+            "AND (?='' OR a.name LIKE ? ESCAPE '\\' OR EXISTS "
+            "(SELECT 1 FROM messages m WHERE m.agent_id=a.id AND m.content LIKE ? ESCAPE '\\')) "
+            "ORDER BY s.updated_at DESC, a.id DESC LIMIT ?",
+            (session_id, text, pattern, pattern, limit),
+        )
+        return [AgentSummary(AgentRecord(r[0], r[1], r[2], r[3], bool(r[4]), _tokens(r[5]), json.loads(r[6])),
+                             r[7], r[8], r[9], r[10] or "") for r in rows]
+
+    def copy_agent(self, agent_id: int, session_id: int, *, keep_context: bool = True) -> int:
+        """A new open agent in ``session_id`` with agent ``agent_id``'s name, settings and messages
+        (and its context token ids with ``keep_context``: not for another model); returns its id."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO agents (session_id, name, system_prompt, context_tokens, created_at, options) "
+                "SELECT ?, name, system_prompt, CASE WHEN ? THEN context_tokens ELSE x'' END, ?, options "
+                "FROM agents WHERE id=?",
+                (session_id, keep_context, time.time(), agent_id),
+            )
+            if cur.rowcount != 1:
+                raise SessionStoreError(f"no agent {agent_id} in {self.path}")
+            new_id = int(cur.lastrowid)
+            db.execute(
+                "INSERT INTO messages (agent_id, role, content, status, finish_reason, created_at) "
+                "SELECT ?, role, content, status, finish_reason, created_at FROM messages WHERE agent_id=? ORDER BY id",
+                (new_id, agent_id),
+            )
+            self._touch(db, session_id)
+        return new_id
+
+    def move_agent(self, agent_id: int, session_id: int, *, keep_context: bool = True) -> int:
+        """Agent ``agent_id``, open, into session ``session_id`` (its context token ids dropped without
+        ``keep_context``: they were another model's); returns ``agent_id``."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE agents SET session_id=?, closed=0, "
+                "context_tokens=CASE WHEN ? THEN context_tokens ELSE x'' END WHERE id=?",
+                (session_id, keep_context, agent_id),
+            )
+            if cur.rowcount != 1:
+                raise SessionStoreError(f"no agent {agent_id} in {self.path}")
+            self._touch(db, session_id)
+        return agent_id
+
+    def delete_agent(self, agent_id: int) -> None:
+        """Forget an agent and its messages (a closed one reopened as a copy)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM agents WHERE id=?", (agent_id,))
+
+    def recent_prompts(self, limit: int = 1000) -> list[str]:
+        """The user's last ``limit`` distinct messages over every session, oldest first."""
+        rows = self._db.execute(
+            "SELECT content FROM messages WHERE role='user' GROUP BY content ORDER BY MAX(id) DESC LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows][::-1]
 
     # -- turns -----------------------------------------------------------------------
 

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from textual.widgets import TabPane
 
 from engine.owner_messages import Adopt, CloseAgent
-from frontend.sessions import AgentRecord
+from frontend.sessions import AgentRecord, AgentSummary
 from tui import badges
 from tui.agent_options import AgentOptions
-from tui.agents import Agent
+from tui.agents import Agent, Roster
 from tui.chat import ChatTurn
+from tui.prompt_history import HistoryCursor
 from tui.session_log import kept_turns
 from tui.widgets import ChatPane
 
@@ -42,14 +43,15 @@ class AgentTabs:
         agent = app.roster.open(system, name, record_id=record_id)  # its row id names its spill file
         if app.sessions is not None:
             app.sessions.agent_opened(agent.agent_id, agent.name, system, record_id)
-        pane = ChatPane(agent_id=agent.agent_id, name=agent.name, colour=agent.colour)
+        pane = ChatPane(agent_id=agent.agent_id, name=agent.name, colour=agent.colour,
+                        history=HistoryCursor(app.prompt_history))
         await app.tabs.add_pane(TabPane(agent.name, pane, id=agent.agent_id))
         if activate:
             self.activate(agent.agent_id)
         app.refresh_panels()
         return agent
 
-    async def restore(self, record: AgentRecord) -> None:
+    async def restore(self, record: AgentRecord) -> Agent:
         """Reopen a saved agent with its transcript; its context is adopted by the engine."""
         app = self.host
         assert app.sessions is not None and app.owner is not None
@@ -63,6 +65,22 @@ class AgentTabs:
         if record.context_tokens:
             agent.context_tokens = len(record.context_tokens)
             app.owner.send(Adopt(agent.agent_id, tuple(record.context_tokens)))
+        return agent
+
+    async def reopen(self, summary: AgentSummary) -> Agent | None:
+        """An agent from the session browser, opened here with its transcript (see ``SessionLog.reopen``)."""
+        app = self.host
+        if app.sessions is None:
+            return None
+        record = app.sessions.reopen(summary, Roster.agent_id_of(summary.record.id))
+        if record is None:
+            return None
+        agent = await self.restore(record)
+        self.activate(agent.agent_id)
+        note = "" if record.context_tokens or not summary.num_messages else \
+            " Its context is read again on its next turn (it was saved for another model)."
+        app.notify(f"{record.name}: {summary.num_messages} messages.{note}", title="Agent reopened", timeout=5)
+        return agent
 
     async def open_session(self, saved: list[AgentRecord]) -> None:
         """The agents at start: a resumed session's (``saved``), and ``settings.agents`` new ones."""

@@ -97,7 +97,7 @@ class Roster:
         name = name or self.next_name()
         self._num_opened += 1
         serial = self._num_opened
-        agent_id = f"agent-{serial}" if record_id is None else f"agent-{record_id}"
+        agent_id = f"agent-{serial}" if record_id is None else self.agent_id_of(record_id)
         if agent_id in self._agents:  # an unsaved agent's serial met a saved one's row id
             agent_id = f"agent-{serial}-unsaved"
         agent = Agent(agent_id, name, self._free_colour(serial), Conversation(system=system))
@@ -110,6 +110,11 @@ class Roster:
         start = (serial - 1) % len(PALETTE)
         taken = {a.colour for a in self._agents.values()}
         return next((c for c in PALETTE[start:] + PALETTE[:start] if c not in taken), PALETTE[start])
+
+    @staticmethod
+    def agent_id_of(record_id: int) -> str:
+        """The engine id of a saved agent: its database row's, so it names the same spill file every run."""
+        return f"agent-{record_id}"
 
     def close(self, agent_id: str) -> Agent | None:
         return self._agents.pop(agent_id, None)

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import RenderableType
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
+from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
@@ -26,16 +27,18 @@ from engine import fastblas
 from engine.factory import EngineFactory
 from engine import owner_messages as ev
 from engine.owner_thread import EngineOwner
-from frontend.sessions import SessionStore
+from frontend.sessions import AgentSummary as SavedAgent, SessionStore
 from telemetry import JsonlWriter, Recorder
 from tui.agent_tabs import AgentTabs
 from tui.agents import Agent, Roster
 from tui.chats import Chats
 from tui.commands import KEY_BINDINGS, PALETTE, KeyRow, key_rows
 from tui.dialogs import Dialogs
+from tui.finders import AgentBrowser, PromptSearch
 from tui.forks import Forks
 from tui.messages import EngineEvent
 from tui.panel_feed import PanelFeed
+from tui.prompt_history import PromptHistory
 from tui.rewinds import Rewinds
 from tui.remote.factory import tui_engine_factory
 from tui.remote.messages import ServerStatus
@@ -83,6 +86,7 @@ class BlockpoolApp(App[None]):
         self.blas_notes = tuple(blas_notes) if blas_notes is not None else fastblas.fallback_notes()
         warn = partial(self.notify, title="Conversation not saved", severity="error", timeout=10)
         self.sessions = SessionLog(store, self.settings, warn) if store is not None else None
+        self.prompt_history = PromptHistory(store.recent_prompts() if store is not None else ())
         spill_dir = self.sessions.spill_dir if self.sessions is not None else None
         self._factory = engine_factory or tui_engine_factory(self.settings, spill_dir=spill_dir,
                                                              loaded_model=loaded_model, post=self.post_message)
@@ -300,6 +304,30 @@ class BlockpoolApp(App[None]):
 
     def action_help(self) -> None:
         self.dialogs.help()
+
+    def action_find_prompt(self) -> None:
+        self.push_screen(CommandPalette(providers=[PromptSearch], placeholder="Search your earlier messages…"))
+
+    def action_browse_agents(self) -> None:
+        if self.sessions is None:
+            self.notify("Nothing is saved in this run (no session database), so there is nothing to reopen.",
+                        title="No saved agents", severity="warning")
+            return
+        self.push_screen(CommandPalette(providers=[AgentBrowser],
+                                        placeholder="Reopen an agent: search names and messages…"))
+
+    def recall_prompt(self, text: str) -> None:
+        """An earlier message chosen in the search: into the shown agent's composer, to edit or send."""
+        if (agent := self.active_agent) is not None:
+            composer = self.pane(agent.agent_id).input
+            composer.value = text
+            composer.focus()
+
+    def reopenable_agents(self, text: str) -> list[SavedAgent]:
+        return self.sessions.reopenable(text) if self.sessions is not None else []
+
+    async def reopen_agent(self, summary: SavedAgent) -> None:
+        await self.agent_tabs.reopen(summary)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from textual.css.query import NoMatches
+
 if TYPE_CHECKING:
     from tui.agents import Agent
     from tui.host import Host
@@ -43,5 +45,9 @@ def reply_ended(host: Host, agent: Agent, badge: Badge) -> None:
 
 
 def _show(host: Host, agent: Agent) -> None:
-    host.tabs.get_tab(agent.agent_id).label = label(agent)
+    try:
+        tab = host.tabs.get_tab(agent.agent_id)
+    except NoMatches:  # its tab is being removed (the agent closed as its reply ended): nothing to mark
+        return
+    tab.label = label(agent)
     host.refresh_panels()

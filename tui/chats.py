@@ -53,6 +53,7 @@ class Chats:
         """Send now if the agent is free, else queue visibly; blank text is ignored."""
         if not text.strip():
             return
+        self.host.prompt_history.add(text)
         pane = self.host.pane(agent.agent_id)  # the composer cleared itself when Enter was pressed
         if agent.busy or agent.pending or not self.ready:
             agent.pending.append(text)

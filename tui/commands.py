@@ -28,6 +28,8 @@ KEY_BINDINGS: list[BindingType] = [
     Binding("f6,ctrl+pagedown", "cycle_agent(1)", "Next agent", id="next_agent", show=False, priority=True),
     Binding("shift+f6,ctrl+pageup", "cycle_agent(-1)", "Previous agent", id="prev_agent", show=False,
             priority=True),
+    Binding("f8", "find_prompt", "Search earlier messages", id="find_prompt", show=False),
+    Binding("f9", "browse_agents", "Reopen an agent", id="browse_agents", show=False),
     Binding("f3", "refresh_rate", "Refresh rate", id="refresh_rate", show=False),
     Binding("f1", "help", "Help", id="help_f1"),
     # Not a priority: the composer types every "?", so this is only for focus elsewhere (the agent list).
@@ -50,6 +52,10 @@ PALETTE = (
      "edit_last"),
     ("Cancel reply", "Stop the current agent's reply", "cancel_reply"),
     ("Export", "Write the current agent's conversation to <name>.md", "export"),
+    ("Search earlier messages", "Find a message you sent (any agent, any session) and put it in the composer",
+     "find_prompt"),
+    ("Reopen an agent", "A closed agent, or one of an earlier session, back with its conversation",
+     "browse_agents"),
     ("Next agent", "Show the next agent's chat", "cycle_agent(1)"),
     ("Previous agent", "Show the previous agent's chat", "cycle_agent(-1)"),
     ("Refresh rate", "How often the side panels redraw (seconds)", "refresh_rate"),
@@ -60,9 +66,12 @@ PALETTE = (
 FIXED_KEYS: tuple[KeyRow, ...] = (
     ("enter", "Send the message, every line of it (queued while the agent is busy)", ""),
     ("ctrl+j / shift+enter", "New line in the message (a paste keeps all its lines)", "new_line"),
+    ("up / down", "In the message's first / last line: your previous / next message (every session's)", ""),
     ("tab / shift+tab", "Move focus (your messages too: click one, or tab to it)", ""),
     ("e / f", "On a focused message of yours: edit it and resend / fork the conversation before it", ""),
     ("c / y", "On a focused message: copy its text / its last code block", ""),
+    ("j / k, g / G", "On a focused message: the next / previous message, the first / last one", ""),
+    ("i", "On a focused message: back to the composer", ""),
     ("ctrl+p", "Command palette (every action)", ""),
     ("ctrl+q", "Quit", ""),
 )

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from engine.owner_thread import EngineOwner
     from tui.agents import Agent, Roster
     from tui.commands import KeyRow
+    from tui.prompt_history import PromptHistory
     from tui.remote.messages import ServerStatus
     from tui.session_log import SessionLog
     from tui.settings import TuiSettings
@@ -27,6 +28,7 @@ class Host(Protocol):
     settings: TuiSettings
     roster: Roster
     sessions: SessionLog | None
+    prompt_history: PromptHistory
     owner: EngineOwner | None
     stats: EngineStats | None
     server_status: ServerStatus | None

@@ -6,12 +6,16 @@ writes each change as it happens, so a restart finds every agent and completed t
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from engine.kv.spill import spill_file_name
 from engine.private import free_name, private_dir, write_private_text
 from frontend.sessions import (
     AgentRecord,
+    AgentSummary,
     CorruptSessionStore,
     Message,
     SessionStore,
@@ -90,6 +94,45 @@ class SessionLog:
             raise SessionStoreError(f"agent {agent_id!r} has no saved conversation in {self.store.path}")
         path = free_name(folder / f"{record.name.replace('/', '_')}.md")
         return write_private_text(path, export_markdown(self.store, record))
+
+    def reopenable(self, text: str = "") -> list[AgentSummary]:
+        """This session's closed agents and every earlier session's, holding ``text`` if given."""
+        try:
+            return self.store.browse_agents(self.session_id, text)
+        except sqlite3.Error as exc:
+            self.warn(f"cannot read the session database {self.store.path}: {exc}")
+            return []
+
+    def reopen(self, summary: AgentSummary, agent_id: str) -> AgentRecord | None:
+        """An agent of the browser, open in this session (its context kept only for the same model).
+
+        An earlier session's agent moves here with its spill file (``agent_id``: its engine id, which
+        names that file), so its next turn restores its blocks from disk instead of reading it again.
+        A closed agent of this session is copied to a new row (the engine never reuses a closed id)
+        and the closed row forgotten, so it is listed once. None: the database could not be written.
+        """
+        source, same_model = summary.record, summary.model == self.model
+        if source.session_id != self.session_id:
+            if self._write(self.store.move_agent, source.id, self.session_id, keep_context=same_model) is None:
+                return None
+            if same_model:
+                self._move_spill_file(source.session_id, agent_id)
+            record_id = source.id
+        else:
+            if (record_id := self._write(self.store.copy_agent, source.id, self.session_id)) is None:
+                return None
+            self._write(self.store.delete_agent, source.id)
+        return next((r for r in self.store.agents(self.session_id) if r.id == record_id), None)
+
+    def _move_spill_file(self, from_session: int, agent_id: str) -> None:
+        name = spill_file_name(agent_id)
+        source = self.store.path.parent / "spill" / str(from_session) / name
+        if source.exists():
+            try:
+                private_dir(self.spill_dir)
+                os.replace(source, self.spill_dir / name)
+            except OSError as exc:  # its context is read again instead: slower, nothing lost
+                self.warn(f"cannot move the spill file {source}: {exc}")
 
     # -- changes ----------------------------------------------------------------------
 

@@ -73,10 +73,7 @@ class SpillStore:
         self.budget_bytes = budget_bytes
 
     def path(self, agent_id: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
-        if safe != agent_id:  # keep names that differ only in odd characters apart
-            safe += "-" + hashlib.sha1(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-        return self.folder / f"{safe}.safetensors"
+        return self.folder / spill_file_name(agent_id)
 
     def save(self, agent_id: str, token_ids: list[int], layers: list[KVTokens[mx.array]]) -> tuple[Path, int]:
         """Write the context atomically; returns the path and bytes written."""
@@ -209,6 +206,14 @@ class SpillStore:
             keys.append(host_view(pair[0]))  # type: ignore[arg-type]
             values.append(host_view(pair[1]))  # type: ignore[arg-type]
         return KVTokens(tuple(keys), tuple(values))
+
+
+def spill_file_name(agent_id: str) -> str:
+    """The name of an agent's spill file in its folder (a front end moving an agent between folders needs it)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
+    if safe != agent_id:  # keep names that differ only in odd characters apart
+        safe += "-" + hashlib.sha1(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe}.safetensors"
 
 
 def _name(kv: str, layer_id: int, part: Part) -> str:

@@ -9,6 +9,10 @@ only appends to a buffer, and one insert per burst edits and re-wraps the text. 
 terminal without bracketed paste sends a 30,000-character paste as 30,000 keys;
 they land in a few dozen inserts instead of 30,000. Editing keys (backspace, arrows,
 ctrl+j) run in the composer itself, in order with the characters around them.
+
+Up on the first line recalls the previous message sent (any agent's, any session's:
+``tui.prompt_history``), down on the last line the next one, and past the newest the
+draft that was there before, as a shell's history does.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import TextArea
+
+from tui.prompt_history import HistoryCursor
 
 
 class ChatInput(TextArea):
@@ -44,6 +50,7 @@ class ChatInput(TextArea):
         super().__init__(soft_wrap=True, tab_behavior="focus", show_line_numbers=False, highlight_cursor_line=False,
                          placeholder=placeholder, classes=classes, id=id)
         self._typed: list[str] = []  # keys received but not yet inserted
+        self.recall: HistoryCursor | None = None  # set by the app: the messages up / down recall (``history`` is TextArea's undo)
 
     @property
     def value(self) -> str:
@@ -71,6 +78,8 @@ class ChatInput(TextArea):
             event.prevent_default()
             # Cleared here, not when the app gets the message: keys already queued belong to the next one.
             value, self.value = self.value, ""
+            if self.recall is not None:
+                self.recall.reset()
             self.post_message(self.Submitted(self, value))
             return
         if event.is_printable:
@@ -81,6 +90,10 @@ class ChatInput(TextArea):
             self._typed.append(event.character or "")
             return
         self.flush_typed()  # editing and cursor keys act on everything typed before them
+        if event.key in ("up", "down") and self._walk_history(older=event.key == "up"):
+            event.stop()
+            event.prevent_default()
+            return
         bindings = self._bindings.key_to_bindings.get(event.key, ())  # the composer's own, after the keymap
         if bindings:
             # Run here, not when the key bubbles up to the app's binding check: the keys queued behind it
@@ -89,6 +102,21 @@ class ChatInput(TextArea):
             event.prevent_default()
             await self.run_action(bindings[0].action)
         # Other keys go on to the app's bindings.
+
+    def _walk_history(self, *, older: bool) -> bool:
+        """Show the previous (``older``) or next message of the history when the cursor is on the
+        first / last line on screen (a long wrapped line moves the cursor first); True if it did."""
+        if self.recall is None or self.selection.start != self.selection.end:
+            return False
+        _, y = self.wrapped_document.location_to_offset(self.cursor_location)
+        if older:
+            text = self.recall.older(self.text) if y == 0 else None
+        else:
+            text = self.recall.newer() if y == self.wrapped_document.height - 1 else None
+        if text is None:
+            return False
+        self.value = text  # the cursor at its end: up again goes back through a recalled message's lines
+        return True
 
     async def _on_paste(self, event: events.Paste) -> None:
         # Handled here alone: stopped, and TextArea's handler skipped, or the text would go in twice.

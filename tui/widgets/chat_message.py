@@ -26,7 +26,8 @@ CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 class ChatMessage(Vertical):
     """A header line plus the text; replies are Markdown streamed as tokens arrive.
 
-    Every message can be focused (click, tab): c copies its text, y its last code block. A user
+    Every message can be focused (click, tab): c copies its text, y its last code block, j / k / g / G
+    move to the next / previous / first / last message, i back to the composer. A user
     message of a kept turn (``turn_index``: its place in the conversation) also takes e (posts
     ``Chosen`` to edit it in place) and f (to edit it in a fork)."""
 
@@ -35,7 +36,16 @@ class ChatMessage(Vertical):
         Binding("f", "choose('fork')", "Fork here", id="fork_message"),
         Binding("c", "copy", "Copy", id="copy_message"),
         Binding("y", "copy_code", "Copy code", id="copy_code"),
+        # vi's keys, as in less and most TUIs: the transcript is read more than it is written.
+        Binding("j", "move(1)", "Next message", id="next_message", show=False),
+        Binding("k", "move(-1)", "Previous message", id="previous_message", show=False),
+        Binding("g", "move_to(0)", "First message", id="first_message", show=False),
+        Binding("G", "move_to(-1)", "Last message", id="last_message", show=False),
+        Binding("i", "back_to_composer", "Write", id="back_to_composer", show=False),
     ]
+
+    class BackToComposer(Message):
+        """The user asked to type again (i): the chat focuses its composer."""
 
     class Chosen(Message):
         """The user asked to ``action`` ("edit" or "fork") the conversation at this message."""
@@ -73,6 +83,20 @@ class ChatMessage(Vertical):
     def action_choose(self, action: str) -> None:
         if self.turn_index is not None:
             self.post_message(self.Chosen(self, action))
+
+    def _siblings(self) -> list[ChatMessage]:
+        return list(self.parent.query_children(ChatMessage)) if self.parent is not None else [self]
+
+    def action_move(self, step: int) -> None:
+        siblings = self._siblings()
+        index = siblings.index(self) + step if self in siblings else 0
+        siblings[min(max(index, 0), len(siblings) - 1)].focus()  # focus scrolls it into view
+
+    def action_move_to(self, index: int) -> None:
+        self._siblings()[index].focus()
+
+    def action_back_to_composer(self) -> None:
+        self.post_message(self.BackToComposer())
 
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.text)

@@ -18,6 +18,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from tui.prompt_history import HistoryCursor
 from tui.widgets.chat_input import ChatInput
 from tui.widgets.chat_message import ChatMessage, Role
 
@@ -73,8 +74,9 @@ class ChatPane(Vertical):
             self.agent_id = agent_id
             self.text = text
 
-    def __init__(self, *, agent_id: str, name: str, colour: str) -> None:
+    def __init__(self, *, agent_id: str, name: str, colour: str, history: HistoryCursor | None = None) -> None:
         super().__init__(classes="chat-pane")
+        self.history = history
         self.agent_id = agent_id
         self.agent_name = name
         self.colour = colour
@@ -88,7 +90,9 @@ class ChatPane(Vertical):
         with VerticalScroll(classes="messages"):
             yield EarlierMessages("", classes="earlier")
         yield Vertical(classes="queue")
-        yield ChatInput(placeholder=self._placeholder(), classes="prompt")
+        composer = ChatInput(placeholder=self._placeholder(), classes="prompt")
+        composer.recall = self.history
+        yield composer
 
     def on_mount(self) -> None:
         # Anchored: stays at the bottom as replies grow, until the user scrolls up.
@@ -103,6 +107,11 @@ class ChatPane(Vertical):
         event.stop()
         if event.message.turn_index is not None:
             self.post_message(self.TurnChosen(self.agent_id, event.message.turn_index, event.action))
+
+    @on(ChatMessage.BackToComposer)
+    def _back_to_composer(self, event: ChatMessage.BackToComposer) -> None:
+        event.stop()
+        self.input.focus()
 
     @on(ChatInput.Submitted)
     def _submitted(self, event: ChatInput.Submitted) -> None:
