@@ -165,7 +165,7 @@ async def test_f9_reopens_a_closed_agent_and_an_earlier_sessions_and_they_go_on(
         assert app.recorder.state().restores_from_disk == 1
     store = SessionStore(db)
     assert store.browse_agents(store.last_session().id) == []  # moved, not copied: listed nowhere else
-    assert [r.name for r in store.agents(store.last_session().id)] == ["agent 1", "agent 1"]
+    assert [r.name for r in store.agents(store.last_session().id)] == ["agent 1 (session 1)", "agent 1"]  # told apart (ordered by row id)
 
 
 async def test_j_k_g_and_shift_g_move_through_the_transcript_and_i_returns_to_the_composer(tmp_path):

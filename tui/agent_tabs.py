@@ -76,6 +76,10 @@ class AgentTabs:
         if record is None:
             return None
         agent = await self.restore(record)
+        if any(other.name == agent.name for other in app.roster if other is not agent):
+            where = "reopened" if summary.record.session_id == app.sessions.session_id else \
+                f"session {summary.record.session_id}"
+            self.rename(agent, f"{agent.name} ({where})")  # two "agent 1" tabs would read as one
         self.activate(agent.agent_id)
         note = "" if record.context_tokens or not summary.num_messages else \
             " Its context is read again on its next turn (it was saved for another model)."

@@ -78,8 +78,10 @@ class Dialogs:
             if yes and app.roster.get(agent.agent_id) is agent:
                 await self.agent_tabs.close(agent)
 
-        question = (f"Close {agent.name}? Its conversation ({agent.context_tokens:,} tokens in "
-                    f"{agent.num_blocks:,} blocks) is dropped and the blocks are freed.")
+        kept = ("its conversation stays in the session database: F9 reopens it" if app.sessions is not None
+                else "nothing is saved in this run: its conversation is lost")
+        question = (f"Close {agent.name}? Its {agent.context_tokens:,} tokens in {agent.num_blocks:,} blocks "
+                    f"are freed; {kept}.")
         app.push_screen(ConfirmScreen(question=question, yes="Close"), confirmed)
 
     def broadcast(self) -> None:
