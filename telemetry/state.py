@@ -78,6 +78,7 @@ class TelemetryState:
     gather_ms: tuple[float, ...] = ()
     last_gather: Gather | None = None
     gathers_total: int = 0  # every gather since start (or reset), beyond the window
+    tokens_generated: int = 0  # by every step since start (or reset): rates over any span come from it
     scatter: LatencyStats = EMPTY_STATS
     scatter_ms: tuple[float, ...] = ()
     last_scatter: Scatter | None = None
@@ -123,6 +124,7 @@ class RawState:
     sharing: SharingStats = SharingStats()
     gathers_total: int = 0
     restores_from_disk: int = 0
+    tokens_generated: int = 0
 
 
 class StateAggregator:
@@ -160,6 +162,7 @@ class StateAggregator:
         self.restores = 0
         self.restores_from_disk = 0
         self.gathers_total = 0
+        self.tokens_generated = 0
         self.event_count = 0
         self.sharing = SharingStats()
 
@@ -196,6 +199,7 @@ class StateAggregator:
         self.last_step = step
         self.rate_steps.append((step.ts, step.tokens_generated, step.ms))
         self.rate_tokens += step.tokens_generated
+        self.tokens_generated += step.tokens_generated
         # Anchor the window at the newest step, not the wall clock, so a replayed
         # log gives the same number as the live run did.
         if self.newest_step_ts is None or step.ts > self.newest_step_ts:
@@ -249,6 +253,7 @@ class StateAggregator:
             sharing=self.sharing,
             gathers_total=self.gathers_total,
             restores_from_disk=self.restores_from_disk,
+            tokens_generated=self.tokens_generated,
         )
 
 
@@ -274,6 +279,7 @@ def build_state(raw: RawState) -> TelemetryState:
         restores=raw.restores,
         restores_from_disk=raw.restores_from_disk,
         gathers_total=raw.gathers_total,
+        tokens_generated=raw.tokens_generated,
         last_pool=raw.last_pool,
         event_count=raw.event_count,
         sharing=raw.sharing,

@@ -10,12 +10,14 @@ redraw from app state when the engine's (throttled) stats arrive, at most once p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from rich.console import RenderableType
 from textual import on
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
@@ -36,6 +38,7 @@ from tui.commands import KEY_BINDINGS, PALETTE, KeyRow, key_rows
 from tui.dialogs import Dialogs
 from tui.finders import AgentBrowser, PromptSearch
 from tui.forks import Forks
+from tui.history import PanelHistory
 from tui.messages import EngineEvent
 from tui.panel_feed import PanelFeed
 from tui.prompt_history import PromptHistory
@@ -46,8 +49,10 @@ from tui.remote.server_panels import connection_title
 from tui.session_log import SessionLog
 from tui.settings import TuiSettings
 from tui.units import pool_description
-from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, LatencyPanel, ModelStatus
+from tui.widgets import AgentList, BlockMapPanel, ChatPane, EnginePanel, HistoryPanel, LatencyPanel, ModelStatus
 
+
+HISTORY_MIN_ROWS = 40  # the history panel shows in terminals at least this tall
 
 # The app's own keys but help: none of them means anything while a dialog is open.
 CHAT_ACTIONS = frozenset(b.action.split("(")[0] for b in KEY_BINDINGS if b.action != "help")  # type: ignore[union-attr]
@@ -98,6 +103,8 @@ class BlockpoolApp(App[None]):
         self.forks = Forks(self, self.chats, self.agent_tabs)
         self.rewinds = Rewinds(self, self.chats, self.forks)
         self.panels = PanelFeed(self)
+        self.panel_history = PanelHistory()  # the history panel's buckets, fed by every stats snapshot
+        self.clock: Callable[[], float] = time.monotonic  # the history's time (fixed in snapshot tests)
         self.dialogs = Dialogs(self, self.chats, self.agent_tabs, self.panels)
         self._telemetry_writer: JsonlWriter | None = None
         self.engine_stop_s: float | None = None  # how long quitting waited for the engine thread
@@ -109,6 +116,7 @@ class BlockpoolApp(App[None]):
             with Vertical(id="left"):
                 yield AgentList(id="agents")
                 yield EnginePanel(id="engine")
+                yield HistoryPanel(id="history", clock=lambda: self.clock())
             with Vertical(id="center"):
                 yield ModelStatus(id="model-status")
                 yield TabbedContent(id="chats")
@@ -118,6 +126,7 @@ class BlockpoolApp(App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        self.query_one(HistoryPanel).history = self.panel_history
         for warning in self.startup_warnings:
             self.notify(warning, title="Session database", severity="warning", timeout=30)
         for note in self.blas_notes:  # not markup: a library's path or a probe's reason may hold [brackets]
@@ -134,6 +143,11 @@ class BlockpoolApp(App[None]):
         self.panels.set_refresh(self.settings.refresh_s)
         self.owner.start()
         await self.agent_tabs.open_session(self.sessions.saved_agents() if self.sessions is not None else [])
+
+    def on_resize(self, event: events.Resize) -> None:
+        # A short terminal keeps its rows for the agents and the engine figures; the graphs come back when it grows.
+        for panel in self.main_screen.query(HistoryPanel):
+            panel.display = event.size.height >= HISTORY_MIN_ROWS
 
     def _post_engine_event(self, event: ev.OwnerEvent) -> None:
         """The owner thread's ``on_event``: ``post_message`` is thread-safe."""
@@ -235,6 +249,7 @@ class BlockpoolApp(App[None]):
 
     def watch_stats(self, stats: ev.EngineStats | None) -> None:
         if stats is not None:
+            self.panel_history.observe(stats, self.clock())
             self.chats.take_stats(stats)
             self.panels.stats_arrived()
 

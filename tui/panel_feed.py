@@ -16,7 +16,7 @@ from textual.css.query import NoMatches
 from engine.owner_thread import EngineOwner
 from tui.agents import AgentRow
 from tui.remote.server_panels import draw_server_panels
-from tui.widgets import AgentList, BlockMapPanel, EnginePanel, LatencyPanel
+from tui.widgets import AgentList, BlockMapPanel, EnginePanel, HistoryPanel, LatencyPanel
 
 if TYPE_CHECKING:
     from tui.host import Host
@@ -71,5 +71,6 @@ class PanelFeed:
         if stats is not None:
             screen.query_one(LatencyPanel).show(stats.telemetry)
             screen.query_one(EnginePanel).show(stats)
+            screen.query_one(HistoryPanel).redraw()
         if app.server_status is not None:
             draw_server_panels(screen, app.server_status)

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.kv.spill import spill_file_name
+from engine.kv.spill_folders import spill_file_name
 from engine.private import free_name, private_dir, write_private_text
 from frontend.sessions import (
     AgentRecord,

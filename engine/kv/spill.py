@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pool import ModelCacheSpec
 
 from .kv_format import KVTokens, Part, host_view, parts_of
 from engine.private import FILE_MODE, private_dir
+from engine.kv.spill_folders import spill_file_name
 
 FORMAT = "blockpool-spill"
 VERSION = 1
@@ -206,14 +206,6 @@ class SpillStore:
             keys.append(host_view(pair[0]))  # type: ignore[arg-type]
             values.append(host_view(pair[1]))  # type: ignore[arg-type]
         return KVTokens(tuple(keys), tuple(values))
-
-
-def spill_file_name(agent_id: str) -> str:
-    """The name of an agent's spill file in its folder (a front end moving an agent between folders needs it)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
-    if safe != agent_id:  # keep names that differ only in odd characters apart
-        safe += "-" + hashlib.sha1(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{safe}.safetensors"
 
 
 def _name(kv: str, layer_id: int, part: Part) -> str:

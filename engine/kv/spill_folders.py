@@ -8,6 +8,7 @@ folders whose process is gone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -120,3 +121,11 @@ def spill_locations(data_dir: str | Path | None = None) -> list[dict[str, object
         report.append({"path": str(path), "kind": kind, "exists": path.exists(),
                        "num_files": num_files, "num_bytes": num_bytes})
     return report
+
+
+def spill_file_name(agent_id: str) -> str:
+    """The name of an agent's spill file in its folder (a front end moving an agent between folders needs it)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_id)[:80]
+    if safe != agent_id:  # keep names that differ only in odd characters apart
+        safe += "-" + hashlib.sha1(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe}.safetensors"

@@ -10,6 +10,7 @@ from tui.widgets.chat_message import ChatMessage
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.engine_panel import EnginePanel
 from tui.widgets.gather_sparkline import GatherSparkline
+from tui.widgets.history_panel import HistoryPanel
 from tui.widgets.latency_panel import LatencyPanel
 from tui.widgets.model_status import ModelStatus
 
@@ -22,6 +23,7 @@ __all__ = [
     "ChatPane",
     "EnginePanel",
     "GatherSparkline",
+    "HistoryPanel",
     "LatencyPanel",
     "ModelStatus",
 ]
