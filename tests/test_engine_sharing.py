@@ -114,17 +114,16 @@ def test_agents_one_after_another_share_the_prompt(default_model, default_spec, 
           f"the others median {statistics.median(ttft_ms[1:]):.0f} ms ({[round(t) for t in ttft_ms[1:]]}); "
           f"reused {expected[1:]} tokens")
     assert [d.text for d in done] == solo_texts
-    shared = SHARED // engine.spec.block_tokens
     assert all(n > SHARED for n in expected[1:])  # past the full blocks: the common part of the fifth
     assert [d.cached_tokens for d in done] == expected
-    check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], shared)
+    check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], SHARED_BLOCKS)
     lookups = recorder.events("prefix_lookup")
     hits = NUM_AGENTS - 1
     assert [e.reused_tokens for e in lookups] == expected
     state = recorder.state().sharing
     assert state.reused_tokens == sum(expected) and state.num_hits == hits
     assert state.hit_rate == pytest.approx(sum(expected) / sum(e.prompt_tokens for e in lookups))
-    assert recorder.state().last_pool.num_saved_blocks == hits * shared * engine.spec.n_layers
+    assert recorder.state().last_pool.num_saved_blocks == hits * SHARED_BLOCKS * engine.spec.n_layers
     assert statistics.median(ttft_ms[1:]) < ttft_ms[0]
 
 
@@ -139,7 +138,7 @@ def test_agents_together_prefill_the_prompt_once(default_model, default_spec, pr
     print(f"\nsharing, together: {sum(t == w for t, w in zip(texts, solo_texts))}/{NUM_AGENTS} byte-identical")
     assert texts == solo_texts
     assert [done[u].cached_tokens for u in uids] == [0] + [SHARED] * (NUM_AGENTS - 1)
-    check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], SHARED // engine.spec.block_tokens)
+    check_prompt_held_once(engine, [f"agent-{i}" for i in range(NUM_AGENTS)], SHARED_BLOCKS)
 
 
 def test_a_cancelled_leader_leaves_its_prompt_blocks_cached(default_model, default_spec, prompts, solo_texts):

@@ -16,8 +16,7 @@ from functools import partial
 from typing import Any
 
 from rich.console import RenderableType
-from textual import on
-from textual import events
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical

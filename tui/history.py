@@ -26,13 +26,14 @@ class Metric:
     name: str
     label: str
     kind: Kind  # gauge: the peak of the bucket, carried over gaps; rate: a count per second, 0 over gaps
+    per_s: float = 1.0  # a rate's unit in seconds: 60 counts it a minute
 
 
 METRICS = (
     Metric("pool", "pool", "gauge"),  # blocks used
     Metric("tok_s", "tok/s", "rate"),
     Metric("queue", "queued", "gauge"),
-    Metric("spills", "spill/m", "rate"),  # spills a minute
+    Metric("spills", "spill/m", "rate", per_s=60.0),
 )
 
 
@@ -73,14 +74,13 @@ class PanelHistory:
                 carried = known.get(bucket, carried)
                 values.append(carried)
             else:
-                values.append(self._rate(name, known.get(bucket, 0.0), bucket, now_s))
+                values.append(self._rate(metric, known.get(bucket, 0.0), bucket, now_s))
         return values
 
-    def _rate(self, name: str, count: float, bucket: int, now_s: float) -> float:
+    def _rate(self, metric: Metric, count: float, bucket: int, now_s: float) -> float:
         start = max(bucket * BUCKET_S, self._first_s or 0.0)
         span = min((bucket + 1) * BUCKET_S, now_s) - start  # the bucket under way: its seconds so far
-        per_s = count / max(span, 1.0)
-        return per_s * 60 if name == "spills" else per_s
+        return count / max(span, 1.0) * metric.per_s
 
     def _gauge(self, name: str, bucket: int, value: float) -> None:
         buckets = self._buckets[name]
