@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 
 import pytest
@@ -16,6 +18,15 @@ def pytest_configure(config: pytest.Config) -> None:
             "(which preloads OpenBLAS) for ~10x faster prefill",
             stacklevel=1,
         )
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    """With ``BLOCKPOOL_TEST_TIMELINE=FILE``, each test's worker and end time go to FILE (one
+    line per test): how the suite's files spread over the xdist workers, and where it waits."""
+    path = os.environ.get("BLOCKPOOL_TEST_TIMELINE")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{time.time():.1f} {os.environ.get('PYTEST_XDIST_WORKER', 'main')} {nodeid}\n")
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_engine_soak(soak_setup):
     from hypothesis.stateful import run_state_machine_as_test
 
     machine = make_machine(*soak_setup)
-    # 10 runs x 100 steps: 1,000 operations, each followed by the invariant checks.
+    # 6 runs x 100 steps: 600 operations, each followed by the invariant checks.
     run_state_machine_as_test(machine, settings=settings(
-        max_examples=10, stateful_step_count=100, deadline=None, derandomize=True,
+        max_examples=6, stateful_step_count=100, deadline=None, derandomize=True,
         suppress_health_check=list(HealthCheck)))

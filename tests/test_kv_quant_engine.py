@@ -17,7 +17,7 @@ FOLLOW_UP = " Say more."
 # Measured on this CPU (SmolLM2-135M, float32, 30 + 40 greedy tokens): at 8 bits the second
 # turn of "The quick brown fox" first differs from 16 bits at its 18th token, the others
 # not within 40; at 4 bits at tokens 0 and 2. The bound of 20 is cut to 16 from that
-# (second turns are 24 tokens now: greedy, so their first 16 are those of 40).
+# (second turns are 16 tokens now: greedy, so they are the first 16 of 40).
 SAME_TOKENS_8BIT = 16
 
 
@@ -26,7 +26,7 @@ def spec_for(model, bits: int) -> ModelCacheSpec:
 
 
 _TWO_TURNS: dict[tuple[int, bool], dict[str, tuple[str, list[int], int]]] = {}  # computed once per session
-SECOND_TURN_TOKENS = 24  # the comparison needs SAME_TOKENS_8BIT; greedy, so a longer turn starts the same
+SECOND_TURN_TOKENS = SAME_TOKENS_8BIT  # what the comparison reads; greedy, so a longer turn starts the same
 
 
 def two_turns(default_model, bits: int, *, second: bool = True) -> dict[str, tuple[str, list[int], int]]:
