@@ -11,7 +11,8 @@ from pool import BlockPool
 from pool.prefix_hash import BlockHasher
 from tests.server_harness import MODEL_ID
 
-SYSTEM = " ".join(f"Rule {i}: answer in plain words and keep every reply short." for i in range(40))
+# ~350 tokens: one full block to share (or not), and a partial one
+SYSTEM = " ".join(f"Rule {i}: answer in plain words and keep every reply short." for i in range(24))
 
 
 @pytest.fixture
