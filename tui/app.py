@@ -71,9 +71,11 @@ class BlockpoolApp(App[None]):
     BINDINGS = KEY_BINDINGS
     ENGINE_STOP_S = 15.0  # quitting waits this long at most for the engine to save contexts
 
-    stats: reactive[ev.EngineStats | None] = reactive(None, always_update=True, init=False)
+    # repaint=False: a reactive on the App repaints the whole screen on every change (every
+    # stats event, several a second while agents stream); the panels redraw what changed.
+    stats: reactive[ev.EngineStats | None] = reactive(None, always_update=True, init=False, repaint=False)
     """The engine's latest stats (pool, telemetry, queue): each one asks the panels for a redraw."""
-    server_status: reactive[ServerStatus | None] = reactive(None, always_update=True, init=False)
+    server_status: reactive[ServerStatus | None] = reactive(None, always_update=True, init=False, repaint=False)
     """With ``--server``: the connection and what the server exposes, from the remote engine."""
 
     def __init__(
