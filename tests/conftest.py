@@ -11,7 +11,14 @@ import pytest
 from engine import fastblas
 
 
+_TIMELINE: str | None = None  # BLOCKPOOL_TEST_TIMELINE, in the processes that run tests
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global _TIMELINE
+    # xdist's controller reports every test again: only its workers (or a plain run) write.
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        _TIMELINE = os.environ.get("BLOCKPOOL_TEST_TIMELINE")
     if fastblas.blas_env() is not None and not fastblas.active():
         warnings.warn(
             "MLX is running on the slow reference BLAS; run the tests with `make test` "
@@ -23,9 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
     """With ``BLOCKPOOL_TEST_TIMELINE=FILE``, each test's worker and end time go to FILE (one
     line per test): how the suite's files spread over the xdist workers, and where it waits."""
-    path = os.environ.get("BLOCKPOOL_TEST_TIMELINE")
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
+    if _TIMELINE:
+        with open(_TIMELINE, "a", encoding="utf-8") as out:
             out.write(f"{time.time():.1f} {os.environ.get('PYTEST_XDIST_WORKER', 'main')} {nodeid}\n")
 
 
