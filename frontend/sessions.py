@@ -28,7 +28,7 @@ from engine.env import DATA_DIR as DATA_DIR_ENV
 from engine.loading.paths import data_dir
 from engine.private import FILE_MODE, free_name, private_dir, private_file
 
-SCHEMA_VERSION = 2  # 2: agents.options
+SCHEMA_VERSION = 3  # 2: agents.options; 3: messages.note
 Status = Literal["complete", "generating", "interrupted", "cancelled", "error"]
 
 _SCHEMA = """
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS messages (
     content TEXT NOT NULL,
     status TEXT NOT NULL,
     finish_reason TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_by_agent ON messages(agent_id, id);
 """
@@ -92,6 +93,7 @@ class Message:
     content: str
     status: Status
     finish_reason: str | None
+    note: str = ""  # a reply's figures line ("24 tok · first token 0.31 s · ..."), as shown when it ended
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ class SessionStore:
         self._db.executescript(_SCHEMA)
         if "options" not in {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}:  # a version 1 file
             self._db.execute("ALTER TABLE agents ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
+        if "note" not in {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}:  # version 1 or 2
+            self._db.execute("ALTER TABLE messages ADD COLUMN note TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         # A reply still 'generating' when we open was cut off by a crash.
         self._db.execute("UPDATE messages SET status='interrupted' WHERE status='generating'")
@@ -328,12 +332,14 @@ class SessionStore:
         *,
         finish_reason: str | None = None,
         context_tokens: list[int] | None = None,
+        note: str = "",
     ) -> None:
-        """Store the reply and, for a kept turn, the agent's context token ids, atomically."""
+        """Store the reply (and the figures line shown under it) and, for a kept turn, the
+        agent's context token ids, atomically."""
         with self._tx() as db:
             db.execute(
-                "UPDATE messages SET content=?, status=?, finish_reason=? WHERE id=?",
-                (text, status, finish_reason, reply_id),
+                "UPDATE messages SET content=?, status=?, finish_reason=?, note=? WHERE id=?",
+                (text, status, finish_reason, note, reply_id),
             )
             if context_tokens is not None:
                 db.execute(
@@ -343,7 +349,7 @@ class SessionStore:
 
     def messages(self, agent_id: int) -> list[Message]:
         rows = self._db.execute(
-            "SELECT id, role, content, status, finish_reason FROM messages WHERE agent_id=? ORDER BY id",
+            "SELECT id, role, content, status, finish_reason, note FROM messages WHERE agent_id=? ORDER BY id",
             (agent_id,),
         )
         return [Message(*r) for r in rows]

@@ -41,6 +41,37 @@ def test_round_trip_and_interrupted_reply(tmp_path):
     assert markdown.startswith("# alice") and "Hello!" in markdown and "*(interrupted)*" in markdown
 
 
+def test_a_version_2_file_opens_and_replies_keep_their_figures_line(tmp_path):
+    """Files written before replies had a note column (schema 2) open, keep their messages, and gain it."""
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE sessions (id INTEGER PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+                               model TEXT NOT NULL, settings TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE agents (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, name TEXT NOT NULL,
+                             system_prompt TEXT NOT NULL DEFAULT '', closed INTEGER NOT NULL DEFAULT 0,
+                             context_tokens BLOB NOT NULL DEFAULT x'', created_at REAL NOT NULL,
+                             options TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, agent_id INTEGER NOT NULL, role TEXT NOT NULL,
+                               content TEXT NOT NULL, status TEXT NOT NULL, finish_reason TEXT,
+                               created_at REAL NOT NULL);
+        INSERT INTO sessions VALUES (1, 0, 0, 'smollm2', '{}');
+        INSERT INTO agents (id, session_id, name, created_at) VALUES (1, 1, 'alice', 0);
+        INSERT INTO messages VALUES (1, 1, 'user', 'Hi', 'complete', NULL, 0);
+        INSERT INTO messages VALUES (2, 1, 'assistant', 'Hello!', 'complete', 'stop', 0);
+        PRAGMA user_version=2;
+    """)
+    old.close()
+    store = SessionStore(path)
+    assert [(m.content, m.note) for m in store.messages(1)] == [("Hi", ""), ("Hello!", "")]
+    reply = store.begin_turn(1, "More?")
+    store.finish_turn(reply, "Sure.", "complete", finish_reason="stop", note="2 tok · first token 0.30 s")
+    store.close()
+    assert SessionStore(path).messages(1)[-1].note == "2 tok · first token 0.30 s"
+
+
 def test_closed_agents_are_hidden_but_kept(tmp_path):
     store = SessionStore(tmp_path / "s.db")
     session = store.new_session("m")

@@ -34,8 +34,9 @@ def scripted_app(db: Path, hold_after: dict[str, int] | None = None, **settings)
     return make_scripted_app(REPLIES, store=SessionStore(db), hold_after=hold_after, **settings)
 
 
-async def first_session(db: Path) -> None:
-    """agent 1 ('coder') completes a turn; agent 2 is cut off mid-reply when the app quits."""
+async def first_session(db: Path) -> str:
+    """agent 1 ('coder') completes a turn; agent 2 is cut off mid-reply when the app quits.
+    Returns the figures line shown under agent 1's reply."""
     app = scripted_app(db, hold_after={"agent-2": 2})
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready)
@@ -44,11 +45,12 @@ async def first_session(db: Path) -> None:
         await app.chats.send(first, "hello")
         await app.chats.send(second, "wait")
         await wait_for(pilot, lambda: not first.busy and second.status == "generating")
+        return list(app.pane(first.agent_id).query(ChatMessage))[-1].note
 
 
 async def test_resume_restores_agents_transcripts_and_contexts(tmp_path):
     db = tmp_path / "sessions.db"
-    await first_session(db)
+    note = await first_session(db)
     app = scripted_app(db, resume=True)
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.ready and app.stats is not None)
@@ -59,6 +61,8 @@ async def test_resume_restores_agents_transcripts_and_contexts(tmp_path):
         replies = [m.status for m in app.sessions.messages(app.sessions.record(second.agent_id))]
         assert replies == ["complete", "interrupted"]
         assert len(app.pane(second.agent_id).query(ChatMessage)) == 2  # shown, marked interrupted
+        # The finished reply's figures line comes back as it was shown before the restart.
+        assert note.endswith(" tok") and list(app.pane(first.agent_id).query(ChatMessage))[-1].note == note
         await wait_for(pilot, lambda: app.stats.context_tokens.get(first.agent_id, 0) > 0)  # adopted
         await app.chats.send(first, "again")
         await wait_for(pilot, lambda: not first.busy)

@@ -201,13 +201,13 @@ class Chats:
         self._turn_over(agent)
         agent.status, agent.context_tokens = "idle", event.context_tokens
         agent.turn = TurnTokens(event.cached_tokens, event.prompt_tokens, event.prompt_tokens, event.generated_tokens)
-        if self.host.sessions is not None:
-            status = "cancelled" if event.finish_reason == "cancelled" else "complete"
-            self.host.sessions.turn_ended(agent.agent_id, event.text, status, finish_reason=event.finish_reason,
-                                         token_ids=event.context_ids)
         note = reply_note(generated_tokens=event.generated_tokens, finish_reason=event.finish_reason,
                           cached_tokens=event.cached_tokens, continues=continues, ttft_s=event.ttft_s,
                           decode_tok_s=event.decode_tok_s)
+        if self.host.sessions is not None:
+            status = "cancelled" if event.finish_reason == "cancelled" else "complete"
+            self.host.sessions.turn_ended(agent.agent_id, event.text, status, finish_reason=event.finish_reason,
+                                         token_ids=event.context_ids, note=note)
         await self.host.pane(agent.agent_id).finish_reply(event.text, note)
         badges.reply_ended(self.host, agent, "finished")
 

@@ -160,7 +160,7 @@ class SessionLog:
             last = index == len(messages) // 2 - 1
             if reply_id is not None:
                 self._write(self.store.finish_turn, reply_id, reply.content, reply.status,
-                            finish_reason=reply.finish_reason,
+                            finish_reason=reply.finish_reason, note=reply.note,
                             context_tokens=source.context_tokens if last and source.context_tokens else None)
 
     def agent_renamed(self, agent_id: str, name: str) -> None:
@@ -182,12 +182,13 @@ class SessionLog:
                 self._reply_ids[agent_id] = reply_id
 
     def turn_ended(self, agent_id: str, text: str, status: Status, *, finish_reason: str | None = None,
-                   token_ids: Sequence[int] | None = None) -> None:
-        """Store the reply; ``token_ids`` (the agent's whole context) for a turn the engine kept."""
+                   token_ids: Sequence[int] | None = None, note: str = "") -> None:
+        """Store the reply and its figures line (``note``); ``token_ids`` (the agent's whole
+        context) for a turn the engine kept."""
         if (reply_id := self._reply_ids.pop(agent_id, None)) is not None:
             context = list(token_ids) if token_ids is not None else None
             self._write(self.store.finish_turn, reply_id, text, status, finish_reason=finish_reason,
-                        context_tokens=context)
+                        context_tokens=context, note=note)
 
     def turns_dropped(self, agent_id: str, num_kept_turns: int, token_ids: Sequence[int] = ()) -> None:
         """Keep the first ``num_kept_turns`` kept turns (failed ones between them stay) and, as

@@ -259,7 +259,8 @@ class ChatPane(Vertical):
             return Unmounted("user", "you", message.content, "", turn_index)
         if message.status == "error":
             return Unmounted("error", "error", message.finish_reason or "the reply failed", "")
-        note = "" if message.status == "complete" else message.status
+        # Its figures line as shown when it ended (sessions before it was saved: only the status).
+        note = message.note or ("" if message.status == "complete" else message.status)
         return Unmounted("assistant", self.agent_name, message.content, note)
 
     async def add_error(self, error: str) -> None:
