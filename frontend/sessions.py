@@ -156,10 +156,9 @@ class SessionStore:
             raise sqlite3.DatabaseError(f"quick_check: {check}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        if "options" not in {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}:  # a version 1 file
-            self._db.execute("ALTER TABLE agents ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
-        if "note" not in {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}:  # version 1 or 2
-            self._db.execute("ALTER TABLE messages ADD COLUMN note TEXT NOT NULL DEFAULT ''")
+        # Columns later versions added, for files written before them (CREATE IF NOT EXISTS keeps old tables).
+        self._add_missing_column("agents", "options", "TEXT NOT NULL DEFAULT '{}'")  # version 2
+        self._add_missing_column("messages", "note", "TEXT NOT NULL DEFAULT ''")  # version 3
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         # A reply still 'generating' when we open was cut off by a crash.
         self._db.execute("UPDATE messages SET status='interrupted' WHERE status='generating'")
@@ -167,6 +166,10 @@ class SessionStore:
             side = self.path.with_name(self.path.name + suffix)
             if side.exists():
                 os.chmod(side, FILE_MODE)
+
+    def _add_missing_column(self, table: str, column: str, declaration: str) -> None:
+        if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()

@@ -27,7 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
-def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+def pytest_runtest_logfinish(nodeid: str) -> None:
     """With ``BLOCKPOOL_TEST_TIMELINE=FILE``, each test's worker and end time go to FILE (one
     line per test): how the suite's files spread over the xdist workers, and where it waits."""
     if _TIMELINE:
